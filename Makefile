@@ -1,0 +1,13 @@
+# The two set-up commands of the README, plus the benchmark.
+.PHONY: run test build
+
+## Serve Fanout on http://127.0.0.1:$(PORT) (default 8080) behind nginx, until Ctrl-C.
+run:
+	bash scripts/run.sh
+
+## Install what is missing, build, run the unit tests and the shell harness.
+test:
+	bash Tests/harness/test-all.sh
+
+build:
+	swift build

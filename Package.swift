@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Fanout",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "fanout", targets: ["fanout"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+    ],
+    targets: [
+        // C boundary: libfcgi, found through pkg-config.
+        .systemLibrary(
+            name: "CFastCGI",
+            path: "Modules/CFastCGI",
+            pkgConfig: "fcgi",
+            providers: [.apt(["libfcgi-dev"])]
+        ),
+        // C boundary: the Linux calls the transport needs that the Glibc module leaves out.
+        .systemLibrary(name: "CLinux", path: "Modules/CLinux"),
+        // FastCGI transport: sockets, threads and libfcgi; knows nothing about batches.
+        .target(
+            name: "FastCGI",
+            dependencies: [
+                "CFastCGI",
+                "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Batch engine: model, validation, scheduling, operations; knows nothing about FastCGI or HTTP.
+        .target(
+            name: "FanoutEngine",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto")
+            ]
+        ),
+        // HTTP-facing service: routes, status codes, problem documents.
+        .target(
+            name: "FanoutService",
+            dependencies: [
+                "FastCGI",
+                "FanoutEngine",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Thin executable: options, logging bootstrap, signals, run.
+        .executableTarget(
+            name: "fanout",
+            dependencies: [
+                "FanoutService",
+                "FastCGI",
+                "FanoutEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "CFastCGI"]),
+        .testTarget(name: "FanoutEngineTests", dependencies: ["FanoutEngine"]),
+        .testTarget(name: "FanoutServiceTests", dependencies: ["FanoutService", "FanoutEngine", "FastCGI"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

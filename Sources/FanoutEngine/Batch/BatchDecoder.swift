@@ -1,0 +1,351 @@
+/// Turns a request body into a validated ``Batch``, or lists every problem that prevents it.
+///
+/// Nothing runs until the whole batch is known to be valid: the envelope's fields, every task's
+/// id, operation and input, and the dependency graph.
+public struct BatchDecoder: Sendable {
+    private let registry: OperationRegistry
+    private let limits: EngineLimits
+
+    /// Creates a decoder that resolves operations in `registry` and enforces `limits`.
+    public init(registry: OperationRegistry, limits: EngineLimits) {
+        self.registry = registry
+        self.limits = limits
+    }
+
+    /// A task as read from the body, before the graph is checked.
+    private struct DraftTask {
+        var index: Int
+        var id: String?
+        var operation: AnyOperation?
+        var work: PreparedTask?
+        var dependencyIds: [String] = []
+        var timeoutMilliseconds: Int?
+
+        var reference: ValidationIssue.TaskReference { id.map { .id($0) } ?? .index(index) }
+    }
+
+    /// Decodes and validates `body`.
+    ///
+    /// - Throws: ``BatchValidationError`` listing every problem found.
+    public func decode(_ body: [UInt8]) throws(BatchValidationError) -> Batch {
+        var scanner = JSONScanner(bytes: body, maximumDepth: limits.maximumDepth)
+        var issues: [ValidationIssue] = []
+        do {
+            return try decode(&scanner, issues: &issues)
+        } catch let error as JSONScanner.SyntaxError {
+            let issue = ValidationIssue(
+                task: nil, field: "body", message: "malformed JSON: \(error.message) at byte \(error.offset)")
+            throw BatchValidationError(issues: [issue], isMalformed: true)
+        } catch let error as BatchValidationError {
+            throw error
+        } catch {
+            preconditionFailure("unexpected error \(error)")
+        }
+    }
+
+    private func decode(_ scanner: inout JSONScanner, issues: inout [ValidationIssue]) throws -> Batch {
+        guard try scanner.peekKind() == .object else {
+            throw BatchValidationError(
+                issues: [ValidationIssue(task: nil, field: "body", message: "must be a JSON object")],
+                isMalformed: false)
+        }
+        var drafts: [DraftTask]?
+        var concurrency = limits.maximumConcurrency
+        var timeoutMilliseconds = limits.maximumBatchTimeoutMilliseconds
+        var errorPolicy = ErrorPolicy.continue
+        var seenKeys = Set<String>()
+
+        try scanner.beginObject()
+        var first = true
+        while let key = try scanner.nextKey(first: first) {
+            first = false
+            guard seenKeys.insert(key).inserted else {
+                issues.append(ValidationIssue(task: nil, field: key, message: "appears more than once"))
+                _ = try scanner.skipValue()
+                continue
+            }
+            switch key {
+            case "tasks":
+                drafts = try decodeTasks(&scanner, issues: &issues)
+            case "concurrency":
+                if let value = try readPositiveInteger(&scanner, task: nil, field: key, issues: &issues) {
+                    concurrency = min(value, limits.maximumConcurrency)
+                }
+            case "timeout_ms":
+                if let value = try readPositiveInteger(&scanner, task: nil, field: key, issues: &issues) {
+                    timeoutMilliseconds = min(value, limits.maximumBatchTimeoutMilliseconds)
+                }
+            case "on_error":
+                if try scanner.peekKind() == .string, let policy = ErrorPolicy(rawValue: try scanner.readString()) {
+                    errorPolicy = policy
+                } else {
+                    issues.append(ValidationIssue(task: nil, field: key, message: #"must be "continue" or "stop""#))
+                    _ = try scanner.skipValue()
+                }
+            default:
+                issues.append(ValidationIssue(task: nil, field: key, message: "is not a batch field"))
+                _ = try scanner.skipValue()
+            }
+        }
+        try scanner.finish()
+
+        guard let drafts else {
+            issues.append(ValidationIssue(task: nil, field: "tasks", message: "is required"))
+            throw BatchValidationError(issues: issues, isMalformed: false)
+        }
+        let dependencies = resolveDependencies(drafts, issues: &issues)
+        guard issues.isEmpty else { throw BatchValidationError(issues: issues, isMalformed: false) }
+
+        var tasks: [BatchTask] = []
+        tasks.reserveCapacity(drafts.count)
+        for (draft, dependencies) in zip(drafts, dependencies) {
+            let timeout = min(draft.timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds)
+            tasks.append(
+                BatchTask(
+                    id: draft.id!, work: draft.work!, isInstant: draft.operation!.isInstant,
+                    dependencies: dependencies, timeout: .milliseconds(timeout)))
+        }
+        return Batch(
+            tasks: tasks, concurrency: concurrency, timeout: .milliseconds(timeoutMilliseconds),
+            errorPolicy: errorPolicy)
+    }
+
+    // MARK: Tasks
+
+    private func decodeTasks(_ scanner: inout JSONScanner, issues: inout [ValidationIssue]) throws -> [DraftTask]? {
+        guard try scanner.peekKind() == .array else {
+            issues.append(ValidationIssue(task: nil, field: "tasks", message: "must be an array of tasks"))
+            _ = try scanner.skipValue()
+            return nil
+        }
+        var drafts: [DraftTask] = []
+        var count = 0
+        try scanner.beginArray()
+        while try scanner.nextElement(first: count == 0) {
+            // Past the limit, keep checking the syntax but stop collecting tasks.
+            if count < limits.maximumTasks {
+                drafts.append(try decodeTask(&scanner, index: count, issues: &issues))
+            } else {
+                _ = try scanner.skipValue()
+            }
+            count += 1
+        }
+        if count == 0 {
+            issues.append(ValidationIssue(task: nil, field: "tasks", message: "must contain at least one task"))
+        } else if count > limits.maximumTasks {
+            issues.append(
+                ValidationIssue(
+                    task: nil, field: "tasks",
+                    message: "has \(count) tasks; at most \(limits.maximumTasks) are allowed"))
+        }
+        return drafts
+    }
+
+    private func decodeTask(
+        _ scanner: inout JSONScanner, index: Int, issues: inout [ValidationIssue]
+    ) throws -> DraftTask {
+        var draft = DraftTask(index: index)
+        guard try scanner.peekKind() == .object else {
+            issues.append(ValidationIssue(task: .index(index), field: "tasks[\(index)]", message: "must be an object"))
+            _ = try scanner.skipValue()
+            return draft
+        }
+        // Issues are collected locally first: they name the task by id, known only at the end.
+        var fieldIssues: [(field: String, message: String)] = []
+        var operationName: String?
+        var input = RawJSON.null
+        var seenKeys: UInt8 = 0
+
+        try scanner.beginObject()
+        var first = true
+        while let key = try scanner.nextKey(first: first) {
+            first = false
+            let bit: UInt8
+            switch key {
+            case "id": bit = 1
+            case "op": bit = 2
+            case "input": bit = 4
+            case "depends_on": bit = 8
+            case "timeout_ms": bit = 16
+            default:
+                fieldIssues.append((key, "is not a task field"))
+                _ = try scanner.skipValue()
+                continue
+            }
+            guard seenKeys & bit == 0 else {
+                fieldIssues.append((key, "appears more than once"))
+                _ = try scanner.skipValue()
+                continue
+            }
+            seenKeys |= bit
+            switch key {
+            case "id":
+                guard try scanner.peekKind() == .string else {
+                    fieldIssues.append((key, "must be a string"))
+                    _ = try scanner.skipValue()
+                    continue
+                }
+                let id = try scanner.readString()
+                let length = id.unicodeScalars.count
+                if length == 0 || length > limits.maximumIdLength {
+                    fieldIssues.append((key, "must be 1 to \(limits.maximumIdLength) characters long"))
+                } else {
+                    draft.id = id
+                }
+            case "op":
+                guard try scanner.peekKind() == .string else {
+                    fieldIssues.append((key, "must be a string"))
+                    _ = try scanner.skipValue()
+                    continue
+                }
+                operationName = try scanner.readString()
+            case "input":
+                input = RawJSON(trusted: scanner.bytes[try scanner.skipValue()])
+            case "depends_on":
+                guard try scanner.peekKind() == .array else {
+                    fieldIssues.append((key, "must be an array of task ids"))
+                    _ = try scanner.skipValue()
+                    continue
+                }
+                try scanner.beginArray()
+                var firstDependency = true
+                while try scanner.nextElement(first: firstDependency) {
+                    firstDependency = false
+                    if try scanner.peekKind() == .string {
+                        draft.dependencyIds.append(try scanner.readString())
+                    } else {
+                        fieldIssues.append((key, "must contain only task ids (strings)"))
+                        _ = try scanner.skipValue()
+                    }
+                }
+            default:  // "timeout_ms"
+                var local: [ValidationIssue] = []
+                draft.timeoutMilliseconds = try readPositiveInteger(&scanner, task: nil, field: key, issues: &local)
+                fieldIssues.append(contentsOf: local.map { ($0.field, $0.message) })
+            }
+        }
+
+        if seenKeys & 1 == 0 { fieldIssues.append(("id", "is required")) }
+        if let operationName {
+            if let operation = registry[operationName] {
+                draft.operation = operation
+                do {
+                    draft.work = try operation.prepare(input)
+                } catch {
+                    fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
+                }
+            } else {
+                fieldIssues.append(("op", "unknown operation '\(operationName)'; GET /ops lists them"))
+            }
+        } else if seenKeys & 2 == 0 {
+            fieldIssues.append(("op", "is required"))
+        }
+        let reference = draft.reference
+        for (field, message) in fieldIssues {
+            issues.append(ValidationIssue(task: reference, field: field, message: message))
+        }
+        return draft
+    }
+
+    private func readPositiveInteger(
+        _ scanner: inout JSONScanner, task: ValidationIssue.TaskReference?, field: String,
+        issues: inout [ValidationIssue]
+    ) throws -> Int? {
+        if try scanner.peekKind() == .number {
+            let value = try scanner.readNumber()
+            if value >= 1, value <= 1e15, value.rounded() == value { return Int(value) }
+        } else {
+            _ = try scanner.skipValue()
+        }
+        issues.append(ValidationIssue(task: task, field: field, message: "must be a positive integer"))
+        return nil
+    }
+
+    // MARK: Graph
+
+    /// Resolves dependency ids to indices and reports duplicate ids, unknown or self
+    /// dependencies, and cycles.
+    private func resolveDependencies(_ drafts: [DraftTask], issues: inout [ValidationIssue]) -> [[Int]] {
+        var indexById: [String: Int] = [:]
+        indexById.reserveCapacity(drafts.count)
+        for draft in drafts {
+            guard let id = draft.id else { continue }
+            if let previous = indexById[id] {
+                issues.append(
+                    ValidationIssue(
+                        task: .index(draft.index), field: "id",
+                        message: "duplicate id '\(id)' (also used by task \(previous))"))
+            } else {
+                indexById[id] = draft.index
+            }
+        }
+
+        var dependencies = [[Int]](repeating: [], count: drafts.count)
+        var graphIsComplete = true
+        for draft in drafts {
+            var seen = Set<Int>()
+            for dependencyId in draft.dependencyIds {
+                guard let target = indexById[dependencyId] else {
+                    issues.append(
+                        ValidationIssue(
+                            task: draft.reference, field: "depends_on",
+                            message: "unknown task id '\(dependencyId)'"))
+                    graphIsComplete = false
+                    continue
+                }
+                if target == draft.index || dependencyId == draft.id {
+                    issues.append(
+                        ValidationIssue(task: draft.reference, field: "depends_on", message: "a task cannot depend on itself"))
+                    graphIsComplete = false
+                    continue
+                }
+                if seen.insert(target).inserted { dependencies[draft.index].append(target) }
+            }
+        }
+        if graphIsComplete {
+            reportCycles(drafts, dependencies: dependencies, issues: &issues)
+        }
+        return dependencies
+    }
+
+    /// Finds the tasks Kahn's algorithm cannot order and reports each cycle among them once.
+    private func reportCycles(_ drafts: [DraftTask], dependencies: [[Int]], issues: inout [ValidationIssue]) {
+        var remaining = dependencies.map(\.count)
+        var dependents = [[Int]](repeating: [], count: drafts.count)
+        for (index, list) in dependencies.enumerated() {
+            for dependency in list { dependents[dependency].append(index) }
+        }
+        var queue = remaining.indices.filter { remaining[$0] == 0 }
+        var head = 0
+        while head < queue.count {
+            let index = queue[head]
+            head += 1
+            for dependent in dependents[index] {
+                remaining[dependent] -= 1
+                if remaining[dependent] == 0 { queue.append(dependent) }
+            }
+        }
+        guard queue.count < drafts.count else { return }
+
+        // Every task left has a dependency that is also left: following them must loop.
+        var visited = [Bool](repeating: false, count: drafts.count)
+        for start in remaining.indices where remaining[start] > 0 && !visited[start] {
+            var path: [Int] = []
+            var positionInPath: [Int: Int] = [:]
+            var current = start
+            while !visited[current] {
+                visited[current] = true
+                positionInPath[current] = path.count
+                path.append(current)
+                current = dependencies[current].first { remaining[$0] > 0 }!
+            }
+            guard let cycleStart = positionInPath[current] else { continue }  // ran into a cycle already reported
+            let cycle = path[cycleStart...] + [current]
+            let description = cycle.map { "'\(drafts[$0].id ?? "#\($0)")'" }.joined(separator: " → ")
+            issues.append(
+                ValidationIssue(
+                    task: drafts[current].reference, field: "depends_on",
+                    message: "dependency cycle: \(description) (each depends on the next)"))
+        }
+    }
+}

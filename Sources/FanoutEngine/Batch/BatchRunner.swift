@@ -1,0 +1,203 @@
+/// Why a batch stopped before all of its tasks finished.
+public enum CancellationCause: Sendable, Equatable {
+    /// The client went away.
+    case clientGone
+    /// The server is shutting down.
+    case shutdown
+
+    var error: TaskError {
+        switch self {
+        case .clientGone: TaskError(code: "cancelled", message: "the batch was cancelled")
+        case .shutdown: TaskError(code: "shutdown", message: "the server is shutting down")
+        }
+    }
+}
+
+/// Runs a validated batch: independent tasks concurrently, dependents once their dependencies
+/// succeed, within the batch's concurrency limit and deadline.
+public enum BatchRunner {
+    /// Runs `batch` to completion and returns every task's result in request order.
+    ///
+    /// Cancelling the calling task cancels the batch: running operations are cancelled and every
+    /// task not finished is reported `cancelled`.
+    ///
+    /// - Parameters:
+    ///   - batch: the validated batch.
+    ///   - cancellationCause: why the calling task was cancelled, asked only when it is.
+    public static func run(
+        _ batch: Batch,
+        cancellationCause: @escaping @Sendable () -> CancellationCause = { .clientGone }
+    ) async -> BatchResult {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var execution = BatchExecution(batch: batch, start: start, clock: clock)
+        await withTaskGroup(of: BatchExecution.Event.self) { group in
+            let deadline = start + batch.timeout
+            group.addTask {
+                do {
+                    try await Task.sleep(until: deadline, clock: clock)
+                    return .deadline
+                } catch {
+                    return .timerCancelled
+                }
+            }
+            await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
+            while !execution.isFinished, let event = await group.next() {
+                execution.handle(event, cancellationCause: cancellationCause)
+                if execution.stopReason != nil {
+                    group.cancelAll()
+                } else {
+                    await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
+                }
+            }
+            group.cancelAll()
+        }
+        return execution.finish(duration: clock.now - start)
+    }
+}
+
+/// The mutable state of one running batch. Lives on the task that drives the group.
+struct BatchExecution {
+    enum Event: Sendable {
+        case finished(index: Int, outcome: TaskOutcome, duration: Duration)
+        case deadline
+        case timerCancelled
+    }
+
+    private let batch: Batch
+    private let clock: ContinuousClock
+    private let deadline: ContinuousClock.Instant
+    private var results: [TaskResult?]
+    private var unresolvedDependencies: [Int]
+    private var ready: [Int]
+    private var readyHead = 0
+    private var running = 0
+    private var resolved = 0
+    /// Set once the batch must stop early; every task not yet finished is cancelled with it.
+    private(set) var stopReason: TaskError?
+
+    init(batch: Batch, start: ContinuousClock.Instant, clock: ContinuousClock) {
+        self.batch = batch
+        self.clock = clock
+        deadline = start + batch.timeout
+        results = Array(repeating: nil, count: batch.tasks.count)
+        let counts = batch.tasks.map(\.dependencies.count)
+        unresolvedDependencies = counts
+        ready = counts.indices.filter { counts[$0] == 0 }
+    }
+
+    /// True once no further event can change a result.
+    var isFinished: Bool {
+        resolved == results.count || (running == 0 && (stopReason != nil || readyHead == ready.count))
+    }
+
+    /// Starts ready tasks: instant ones inline, others as child tasks up to the concurrency limit.
+    mutating func launchReadyTasks(
+        in group: inout TaskGroup<Event>, cancellationCause: @Sendable () -> CancellationCause
+    ) async {
+        while stopReason == nil, readyHead < ready.count {
+            let index = ready[readyHead]
+            let task = batch.tasks[index]
+            if task.isInstant {
+                readyHead += 1
+                if Task.isCancelled {
+                    stopReason = cancellationCause().error
+                    return
+                }
+                if clock.now >= deadline {
+                    stopReason = Self.batchTimeout(batch.timeout)
+                    return
+                }
+                let started = clock.now
+                let outcome = await TaskExecutor.run(task.work, isInstant: true, timeout: task.timeout)
+                record(outcome, for: index, duration: clock.now - started, cancellationCause: cancellationCause)
+                continue
+            }
+            guard running < batch.concurrency else { return }
+            readyHead += 1
+            running += 1
+            let clock = clock
+            group.addTask {
+                let started = clock.now
+                let outcome = await TaskExecutor.run(task.work, isInstant: false, timeout: task.timeout)
+                return .finished(index: index, outcome: outcome, duration: clock.now - started)
+            }
+        }
+    }
+
+    mutating func handle(_ event: Event, cancellationCause: @Sendable () -> CancellationCause) {
+        switch event {
+        case .finished(let index, let outcome, let duration):
+            running -= 1
+            record(outcome, for: index, duration: duration, cancellationCause: cancellationCause)
+        case .deadline:
+            if stopReason == nil { stopReason = Self.batchTimeout(batch.timeout) }
+        case .timerCancelled:
+            break
+        }
+        if stopReason == nil, Task.isCancelled {
+            stopReason = cancellationCause().error
+        }
+    }
+
+    private mutating func record(
+        _ outcome: TaskOutcome, for index: Int, duration: Duration,
+        cancellationCause: @Sendable () -> CancellationCause
+    ) {
+        let id = batch.tasks[index].id
+        switch outcome {
+        case .succeeded(let output):
+            resolve(index, TaskResult(id: id, status: .succeeded, output: output, duration: duration))
+            for dependent in batch.dependents[index] {
+                unresolvedDependencies[dependent] -= 1
+                if unresolvedDependencies[dependent] == 0, results[dependent] == nil { ready.append(dependent) }
+            }
+        case .failed(let error):
+            resolve(index, TaskResult(id: id, status: .failed, error: error, duration: duration))
+            if batch.errorPolicy == .stop, stopReason == nil {
+                stopReason = TaskError(code: "stopped", message: "an earlier task failed and on_error is \"stop\"")
+            }
+            skipDependents(of: index)
+        case .interrupted:
+            // The operation saw cancellation: the batch is stopping, or the client went away.
+            if stopReason == nil { stopReason = Task.isCancelled ? cancellationCause().error : nil }
+            let error = stopReason ?? cancellationCause().error
+            resolve(index, TaskResult(id: id, status: .cancelled, error: error, duration: duration))
+            // Its dependents stay unresolved: they are reported cancelled for the same reason.
+        }
+    }
+
+    /// Marks every task that transitively depends on `index` as skipped.
+    private mutating func skipDependents(of index: Int) {
+        var stack = [index]
+        while let failed = stack.popLast() {
+            let failedId = batch.tasks[failed].id
+            for dependent in batch.dependents[failed] where results[dependent] == nil {
+                let error = TaskError(
+                    code: "dependency_failed", message: "dependency '\(failedId)' did not succeed")
+                resolve(
+                    dependent,
+                    TaskResult(id: batch.tasks[dependent].id, status: .skipped, error: error, duration: .zero))
+                stack.append(dependent)
+            }
+        }
+    }
+
+    private mutating func resolve(_ index: Int, _ result: TaskResult) {
+        results[index] = result
+        resolved += 1
+    }
+
+    /// Reports every task that never finished as cancelled and builds the result.
+    func finish(duration: Duration) -> BatchResult {
+        let reason = stopReason ?? TaskError(code: "cancelled", message: "the batch was cancelled")
+        let results = zip(batch.tasks, results).map { task, result in
+            result ?? TaskResult(id: task.id, status: .cancelled, error: reason, duration: .zero)
+        }
+        return BatchResult(results: results, duration: duration)
+    }
+
+    private static func batchTimeout(_ timeout: Duration) -> TaskError {
+        TaskError(code: "batch_timeout", message: "the batch exceeded its \(TaskExecutor.describe(timeout)) deadline")
+    }
+}

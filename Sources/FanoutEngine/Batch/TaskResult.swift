@@ -1,0 +1,41 @@
+/// How a task ended.
+public enum TaskStatus: String, Sendable {
+    /// The operation returned an output.
+    case succeeded
+    /// The operation threw or timed out.
+    case failed
+    /// A dependency did not succeed, so the task never started.
+    case skipped
+    /// The batch deadline, `on_error: "stop"`, the client going away or shutdown stopped the task
+    /// or kept it from starting.
+    case cancelled
+}
+
+/// A task's error object: a stable machine-readable code and a message for humans.
+public struct TaskError: Sendable, Equatable {
+    /// A stable code: `timeout`, `operation_failed`, `invalid_input`, `dependency_failed`,
+    /// `batch_timeout`, `stopped`, `cancelled`, `shutdown`, or an operation's own code.
+    public var code: String
+    /// What happened, for humans.
+    public var message: String
+
+    /// Creates a task error.
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// The result of one task, as reported to the client.
+public struct TaskResult: Sendable {
+    /// The task's id.
+    public var id: String
+    /// How it ended.
+    public var status: TaskStatus
+    /// The output, for a task that succeeded.
+    public var output: RawJSON?
+    /// The error, for any other task.
+    public var error: TaskError?
+    /// How long the task ran; zero for a task that never started.
+    public var duration: Duration
+}

@@ -1,0 +1,79 @@
+/// One complete, already validated JSON value, kept as its UTF-8 bytes.
+///
+/// Task inputs stay in this form until their operation decodes them, and outputs are written into
+/// the response as they are, so a value that only passes through (as with `echo`) is never parsed
+/// into a tree and never re-encoded.
+public struct RawJSON: Sendable, Hashable, CustomStringConvertible {
+    /// The UTF-8 bytes of the value. They may share storage with the request body.
+    public let bytes: ArraySlice<UInt8>
+
+    /// Wraps bytes that the caller guarantees to be one valid JSON value.
+    init(trusted bytes: ArraySlice<UInt8>) {
+        self.bytes = bytes
+    }
+
+    /// Wraps bytes that the caller guarantees to be one valid JSON value.
+    init(trusted bytes: [UInt8]) {
+        self.bytes = bytes[...]
+    }
+
+    /// Parses and validates `bytes` as exactly one JSON value.
+    ///
+    /// - Parameters:
+    ///   - bytes: UTF-8 JSON text.
+    ///   - maximumDepth: the deepest nesting of objects and arrays accepted.
+    /// - Throws: `RawJSON.ParseError` describing the first syntax problem.
+    public init(validating bytes: [UInt8], maximumDepth: Int = 64) throws(ParseError) {
+        var scanner = JSONScanner(bytes: bytes, maximumDepth: maximumDepth)
+        do {
+            let range = try scanner.skipValue()
+            try scanner.finish()
+            self.bytes = bytes[range]
+        } catch {
+            throw ParseError(offset: error.offset, message: error.message)
+        }
+    }
+
+    /// JSON `null`.
+    public static let null = RawJSON(trusted: Array("null".utf8))
+
+    /// The JSON text.
+    public var description: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// Encodes `value` with `JSONEncoder`.
+    ///
+    /// - Throws: whatever `JSONEncoder` throws (for example for a non-finite number).
+    public init(encoding value: some Encodable) throws {
+        self.init(trusted: try JSONCoding.encode(value))
+    }
+
+    /// Decodes the value into `type` with `JSONDecoder`.
+    ///
+    /// - Throws: `DecodingError` when the value does not fit the type.
+    public func decode<Value: Decodable>(_ type: Value.Type) throws -> Value {
+        try JSONCoding.decode(type, from: bytes)
+    }
+
+    /// A syntax error in JSON text.
+    public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
+        /// Byte offset of the problem in the text.
+        public let offset: Int
+        /// What is wrong, for humans.
+        public let message: String
+
+        public var description: String { "\(message) at byte \(offset)" }
+    }
+}
+
+extension RawJSON: ExpressibleByStringLiteral {
+    /// Creates a value from JSON text written in the source, such as an operation's input schema.
+    ///
+    /// Invalid JSON in a literal is a programming error and stops the program.
+    public init(stringLiteral text: String) {
+        do {
+            try self.init(validating: Array(text.utf8))
+        } catch {
+            preconditionFailure("invalid JSON literal: \(error)")
+        }
+    }
+}

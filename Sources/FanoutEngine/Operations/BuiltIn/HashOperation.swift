@@ -1,0 +1,85 @@
+import Crypto
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// `hash`: the SHA-2 digest of a UTF-8 or base64 string, as lowercase hex.
+public struct HashOperation: Operation {
+    /// The decoded input: the algorithm and the bytes to hash.
+    public struct Input: Sendable {
+        public var algorithm: Algorithm
+        public var data: [UInt8]
+    }
+
+    /// Supported digests.
+    public enum Algorithm: String, Sendable, Decodable {
+        case sha256, sha384, sha512
+    }
+
+    public struct Output: Encodable, Sendable {
+        public var digest: String
+    }
+
+    private struct WireInput: Decodable {
+        var algorithm: String
+        var data: String
+        var encoding: String?
+    }
+
+    public let name = "hash"
+    public let summary = "Returns the SHA-256, SHA-384 or SHA-512 digest of the data as lowercase hex."
+    public let inputSchema = RawJSON(
+        trusted: Array(
+            #"{"type":"object","required":["algorithm","data"],"properties":{"algorithm":{"enum":["sha256","sha384","sha512"]},"data":{"type":"string"},"encoding":{"enum":["utf8","base64"],"default":"utf8"}}}"#
+                .utf8))
+    public let isInstant = true
+
+    /// Creates the operation.
+    public init() {}
+
+    public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
+        let wire: WireInput
+        do {
+            wire = try json.decode(WireInput.self)
+        } catch {
+            throw InputError(decodingError: error)
+        }
+        guard let algorithm = Algorithm(rawValue: wire.algorithm) else {
+            throw InputError(path: "algorithm", "must be one of sha256, sha384, sha512")
+        }
+        switch wire.encoding ?? "utf8" {
+        case "utf8":
+            return Input(algorithm: algorithm, data: Array(wire.data.utf8))
+        case "base64":
+            guard let data = Data(base64Encoded: wire.data) else {
+                throw InputError(path: "data", "is not valid base64")
+            }
+            return Input(algorithm: algorithm, data: Array(data))
+        default:
+            throw InputError(path: "encoding", "must be utf8 or base64")
+        }
+    }
+
+    public func run(_ input: Input) async throws -> Output {
+        let digest: any Digest =
+            switch input.algorithm {
+            case .sha256: SHA256.hash(data: input.data)
+            case .sha384: SHA384.hash(data: input.data)
+            case .sha512: SHA512.hash(data: input.data)
+            }
+        return Output(digest: Self.hex(digest))
+    }
+
+    private static func hex(_ digest: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var text = [UInt8]()
+        for byte in digest {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}

@@ -1,0 +1,63 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A task's `input` that its operation cannot accept.
+public struct InputError: Error, Sendable, Equatable {
+    /// Path of the offending value inside `input` (`"ms"`, `"items[2].name"`), or `nil` for the
+    /// input as a whole.
+    public var path: String?
+    /// What is wrong, for humans.
+    public var message: String
+
+    /// Creates an input error.
+    public init(path: String? = nil, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+
+    /// Describes a `DecodingError` in JSON terms: Swift type names never reach a client.
+    init(decodingError error: any Error) {
+        guard let error = error as? DecodingError else {
+            self.init("input is not valid for this operation")
+            return
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            self.init(path: Self.path(context.codingPath + [key]), "is required")
+        case .typeMismatch(let type, let context):
+            self.init(path: Self.path(context.codingPath), "must be \(Self.jsonKind(of: type))")
+        case .valueNotFound(let type, let context):
+            self.init(path: Self.path(context.codingPath), "must be \(Self.jsonKind(of: type)), not null")
+        case .dataCorrupted(let context):
+            self.init(path: Self.path(context.codingPath), "has an invalid value")
+        @unknown default:
+            self.init("input is not valid for this operation")
+        }
+    }
+
+    private static func path(_ codingPath: [any CodingKey]) -> String? {
+        var path = ""
+        for key in codingPath {
+            if let index = key.intValue {
+                path += "[\(index)]"
+            } else {
+                path += path.isEmpty ? key.stringValue : "." + key.stringValue
+            }
+        }
+        return path.isEmpty ? nil : path
+    }
+
+    private static func jsonKind(of type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Bool.Type: "a boolean"
+        case is any BinaryInteger.Type: "an integer"
+        case is any FloatingPoint.Type: "a number"
+        case is any Collection.Type: "an array"
+        default: "an object"
+        }
+    }
+}

@@ -1,0 +1,75 @@
+/// One kind of work a batch task can name in its `op` field.
+///
+/// An operation decodes and validates its typed input before any task of the batch starts, so a
+/// batch with one bad input is rejected whole; `run` then only sees valid input. To add an
+/// operation, write one type conforming to this protocol and register it with
+/// ``OperationRegistry/register(_:)``.
+///
+/// ```swift
+/// struct Uppercase: Operation {
+///     struct Input: Decodable, Sendable { var text: String }
+///     struct Output: Encodable, Sendable { var text: String }
+///     let name = "uppercase"
+///     let summary = "Returns the text in upper case."
+///     let inputSchema: RawJSON = #"{"type":"object","required":["text"],"properties":{"text":{"type":"string"}}}"#
+///     func run(_ input: Input) async throws -> Output { Output(text: input.text.uppercased()) }
+/// }
+/// ```
+public protocol Operation: Sendable {
+    /// The validated input `run` receives.
+    associatedtype Input: Sendable
+    /// The value `run` produces, written as the task's `output`.
+    associatedtype Output: Sendable
+
+    /// The name tasks use in `op`.
+    var name: String { get }
+    /// A one-line description, listed by `GET /ops`.
+    var summary: String { get }
+    /// A JSON Schema of the input, listed by `GET /ops`.
+    var inputSchema: RawJSON { get }
+    /// Whether `run` finishes in microseconds without suspending.
+    ///
+    /// The engine runs such operations inline instead of in a child task of their own, because
+    /// creating a task would cost more than the work itself; they get no timeout timer either.
+    /// Leave it `false` (the default) for anything that waits or may run long.
+    var isInstant: Bool { get }
+
+    /// Turns the task's raw `input` into `Input`, rejecting anything invalid.
+    ///
+    /// - Throws: ``InputError`` naming the offending field.
+    func decodeInput(_ json: RawJSON) throws(InputError) -> Input
+
+    /// Does the work. Long-running operations must honour task cancellation (timeouts, batch
+    /// deadlines and vanished clients are delivered that way).
+    ///
+    /// - Throws: ``OperationError`` for a failure with a stable code; anything else is reported to
+    ///   the client as `operation_failed` without its details.
+    func run(_ input: Input) async throws -> Output
+
+    /// Turns `run`'s result into the task's `output`.
+    func encodeOutput(_ output: Output) throws -> RawJSON
+}
+
+extension Operation {
+    public var isInstant: Bool { false }
+}
+
+extension Operation where Input: Decodable {
+    /// Decodes the input with `JSONDecoder`, translating decoding errors into ``InputError``.
+    public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
+        do {
+            return try json.decode(Input.self)
+        } catch let error as InputError {
+            throw error
+        } catch {
+            throw InputError(decodingError: error)
+        }
+    }
+}
+
+extension Operation where Output: Encodable {
+    /// Encodes the output with `JSONEncoder`.
+    public func encodeOutput(_ output: Output) throws -> RawJSON {
+        try RawJSON(encoding: output)
+    }
+}

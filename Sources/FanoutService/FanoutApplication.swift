@@ -1,0 +1,69 @@
+import FanoutEngine
+import FastCGI
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The whole responder: the FastCGI transport serving the Fanout service, with graceful shutdown.
+public final class FanoutApplication: Sendable {
+    /// Everything that can be configured. Every field has a default.
+    public struct Configuration: Sendable {
+        /// The transport: listener, threads, connection and body limits.
+        public var transport = FastCGIServer.Configuration()
+        /// The service: batch limits and load shedding.
+        public var service = FanoutService.Configuration()
+        /// How long in-flight batches may run on after a shutdown signal before they are cancelled.
+        public var shutdownGrace: Duration = .seconds(30)
+
+        /// The default configuration.
+        public init() {}
+    }
+
+    private let configuration: Configuration
+    private let service: FanoutService
+    private let server: FastCGIServer
+    private let logger: Logger
+
+    /// Opens the listening socket; nothing is accepted before ``start()``.
+    ///
+    /// - Throws: ``FastCGIServerError`` when there is no usable listening socket.
+    public init(configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger) throws {
+        var configuration = configuration
+        // The transport discards bodies past the service's limit: one number for both.
+        configuration.transport.maximumBodyBytes = configuration.service.maximumBodyBytes
+        self.configuration = configuration
+        self.logger = logger
+        service = FanoutService(configuration: configuration.service, registry: registry, logger: logger)
+        server = try FastCGIServer(configuration: configuration.transport, handler: service, logger: logger)
+    }
+
+    /// Starts serving.
+    public func start() {
+        server.start()
+        logger.notice("listening", metadata: ["socket": "\(server.listenerDescription)"])
+    }
+
+    /// Drains and stops; blocks the calling thread until done.
+    ///
+    /// New batches are refused (503) and `/healthz` answers 503 while running batches get up to
+    /// `shutdownGrace` to finish. Batches still running then are cancelled (their unfinished tasks
+    /// report `shutdown`) and answered; then every connection is closed.
+    public func shutdown() {
+        service.beginDraining()
+        logger.notice("draining", metadata: ["batches_in_flight": "\(service.batchesInFlight)"])
+        let clock = ContinuousClock()
+        let deadline = clock.now + configuration.shutdownGrace
+        while service.batchesInFlight > 0, clock.now < deadline {
+            usleep(10_000)
+        }
+        if service.batchesInFlight > 0 {
+            logger.warning("grace period over; cancelling batches", metadata: ["count": "\(service.batchesInFlight)"])
+            service.markShuttingDown()
+            server.cancelInFlight()
+        }
+        server.shutdown(timeout: .seconds(5))
+        logger.notice("stopped")
+    }
+}

@@ -1,0 +1,197 @@
+import FanoutEngine
+import FastCGI
+import Logging
+import Synchronization
+
+/// The HTTP face of Fanout: routes requests, maps outcomes to status codes and problem
+/// documents, and sheds load past the configured number of batches in flight.
+public final class FanoutService: FastCGIHandler {
+    private struct State {
+        var batchesInFlight = 0
+        var draining = false
+        var shuttingDown = false
+    }
+
+    let configuration: Configuration
+    let registry: OperationRegistry
+    let decoder: BatchDecoder
+    let logger: Logger
+    private let state = Mutex(State())
+    /// The `GET /ops` body; the registry never changes, so it is encoded once.
+    let operationsListing: [UInt8]
+
+    /// Creates the service.
+    ///
+    /// - Parameters:
+    ///   - configuration: limits and load shedding.
+    ///   - registry: the operations offered; the built-ins when omitted.
+    ///   - logger: receives one line per request.
+    public init(configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger) {
+        self.configuration = configuration
+        let registry = registry ?? .builtIns(limits: configuration.limits)
+        self.registry = registry
+        decoder = BatchDecoder(registry: registry, limits: configuration.limits)
+        self.logger = logger
+        operationsListing = Self.encodeListing(registry)
+    }
+
+    // MARK: Lifecycle
+
+    /// Batches and direct operation calls running now.
+    public var batchesInFlight: Int { state.withLock { $0.batchesInFlight } }
+
+    /// Whether the service is draining for shutdown.
+    public var isDraining: Bool { state.withLock { $0.draining } }
+
+    /// Starts draining: health checks answer 503 and new work is refused; running batches go on.
+    public func beginDraining() {
+        state.withLock { $0.draining = true }
+    }
+
+    /// Marks that running batches are about to be cancelled for shutdown, so their unfinished
+    /// tasks report `shutdown` rather than `cancelled`.
+    public func markShuttingDown() {
+        state.withLock {
+            $0.draining = true
+            $0.shuttingDown = true
+        }
+    }
+
+    var cancellationCause: CancellationCause {
+        state.withLock { $0.shuttingDown } ? .shutdown : .clientGone
+    }
+
+    /// Reserves a slot for one batch, or explains why there is none.
+    func acquireBatchSlot() -> Problem? {
+        state.withLock { state in
+            if state.draining { return .shuttingDown(retryAfterSeconds: configuration.retryAfterSeconds) }
+            guard state.batchesInFlight < configuration.maximumBatchesInFlight else {
+                return .overloaded(retryAfterSeconds: configuration.retryAfterSeconds)
+            }
+            state.batchesInFlight += 1
+            return nil
+        }
+    }
+
+    func releaseBatchSlot() {
+        state.withLock { $0.batchesInFlight -= 1 }
+    }
+
+    // MARK: Routing
+
+    /// Answers one request and logs it.
+    public func handle(_ request: FastCGIRequest) async -> FastCGIResponse {
+        var taskCount = 0
+        let response: FastCGIResponse
+        do {
+            response = try await route(request, taskCount: &taskCount)
+        } catch let problem as Problem {
+            response = problem.response()
+        } catch {
+            logger.error("unexpected error", metadata: ["error": "\(type(of: error))"])
+            response = Problem(
+                status: 500, type: "internal", title: "Internal server error",
+                detail: "the server could not complete the request"
+            ).response()
+        }
+        let elapsed = ContinuousClock.now - request.receivedAt
+        logger.info(
+            "request",
+            metadata: [
+                "method": "\(request.method)", "path": "\(request.path)", "status": "\(response.status)",
+                "tasks": "\(taskCount)", "duration_ms": "\(Self.milliseconds(elapsed))",
+            ])
+        return response
+    }
+
+    private func route(_ request: FastCGIRequest, taskCount: inout Int) async throws -> FastCGIResponse {
+        let path = request.path
+        let method = request.method
+        switch path {
+        case "/batch":
+            guard method == "POST" else { throw Problem.methodNotAllowed(method, allowed: "POST") }
+            return try await runBatch(request, taskCount: &taskCount)
+        case "/ops":
+            guard method == "GET" || method == "HEAD" else {
+                throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
+            }
+            return FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: operationsListing)
+        case "/healthz":
+            guard method == "GET" || method == "HEAD" else {
+                throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
+            }
+            return health()
+        default:
+            if path.hasPrefix("/ops/") {
+                let name = String(path.dropFirst("/ops/".count))
+                guard !name.isEmpty, !name.contains("/") else {
+                    throw Problem.notFound("no resource at \(path)")
+                }
+                guard method == "POST" else { throw Problem.methodNotAllowed(method, allowed: "POST") }
+                taskCount = 1
+                return try await runOperation(named: name, request)
+            }
+            throw Problem.notFound("no resource at \(path)")
+        }
+    }
+
+    private func health() -> FastCGIResponse {
+        let draining = isDraining
+        return FastCGIResponse(
+            status: draining ? 503 : 200,
+            headers: [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+                + (draining ? [("Retry-After", "\(configuration.retryAfterSeconds)")] : []),
+            body: Array((draining ? #"{"status":"draining"}"# : #"{"status":"ok"}"#).utf8))
+    }
+
+    /// Checks what every JSON-bodied request needs: a body within the limit, sent as JSON.
+    func checkJSONBody(_ request: FastCGIRequest) throws(Problem) {
+        if request.bodyTooLarge { throw .bodyTooLarge(limit: configuration.maximumBodyBytes) }
+        guard Self.isJSON(request.contentType) else { throw .unsupportedMediaType(request.contentType) }
+    }
+
+    /// `application/json`, with no charset or a UTF-8 one.
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let parts = contentType.split(separator: ";").map { $0.trimmingSpaces().lowercased() }
+        guard parts.first == "application/json" else { return false }
+        for parameter in parts.dropFirst() where parameter.hasPrefix("charset=") {
+            let charset = parameter.dropFirst("charset=".count).replacingQuotes()
+            if charset != "utf-8" && charset != "utf8" { return false }
+        }
+        return true
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        var writer = JSONWriter(reservingCapacity: 16)
+        writer.milliseconds(duration)
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+
+    private static func encodeListing(_ registry: OperationRegistry) -> [UInt8] {
+        var writer = JSONWriter()
+        writer.raw(#"{"operations":["#)
+        for (index, operation) in registry.all.enumerated() {
+            if index > 0 { writer.raw(",") }
+            writer.raw(#"{"name":"#)
+            writer.string(operation.name)
+            writer.raw(#","description":"#)
+            writer.string(operation.summary)
+            writer.raw(#","input_schema":"#)
+            writer.json(operation.inputSchema)
+            writer.raw("}")
+        }
+        writer.raw("]}")
+        return writer.bytes
+    }
+}
+
+extension StringProtocol {
+    fileprivate func trimmingSpaces() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+
+    fileprivate func replacingQuotes() -> String {
+        String(filter { $0 != "\"" })
+    }
+}

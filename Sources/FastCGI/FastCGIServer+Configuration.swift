@@ -1,0 +1,32 @@
+extension FastCGIServer {
+    /// Where the transport listens and how much it takes on. Every field has a default.
+    public struct Configuration: Sendable {
+        /// The listening socket.
+        public enum Listener: Sendable, Equatable {
+            /// Descriptor 0, as spawn-fcgi hands it over.
+            case inherited
+            /// A Unix socket at `path`, created with permission bits `mode`.
+            case unixSocket(path: String, mode: UInt32)
+            /// A TCP socket on an IPv4 `host` and `port`.
+            case tcp(host: String, port: Int)
+        }
+
+        /// Where to listen when descriptor 0 is not a listening socket; `nil` requires one.
+        public var listener: Listener? = nil
+        /// Whether a TCP listener may bind an address outside 127.0.0.0/8. The FastCGI socket
+        /// must not be reachable from other machines.
+        public var allowNonLoopback = false
+        /// Threads that run libfcgi's blocking reads and writes.
+        public var ioThreads = 8
+        /// The most connections open at once; past it, new connections wait in the listen backlog.
+        /// Kept under 1024 because libfcgi uses `select()` on some paths.
+        public var maximumConnections = 512
+        /// Bodies larger than this are discarded and reported as too large.
+        public var maximumBodyBytes = 8 * 1024 * 1024
+        /// The listen backlog for sockets the server creates.
+        public var backlog: Int32 = 1024
+
+        /// The default configuration.
+        public init() {}
+    }
+}

@@ -1,0 +1,157 @@
+import ArgumentParser
+import FanoutService
+import FastCGI
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `fanout` executable: reads options, sets up logging and signals, runs the responder.
+@main
+struct Fanout: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout",
+        abstract: "Fanout: a batch endpoint served over FastCGI (behind nginx).",
+        discussion: """
+            Start it under spawn-fcgi, which hands over the listening socket as descriptor 0, or give \
+            --socket (or --listen) to listen by itself. Every option can also be set with the \
+            environment variable named in its help; the command line wins.
+            """)
+
+    @Option(help: "Unix socket to listen on when not started by spawn-fcgi. [FANOUT_SOCKET]")
+    var socket: String?
+
+    @Option(help: "Permission bits of that socket, in octal. [FANOUT_SOCKET_MODE, default 660]")
+    var socketMode: String?
+
+    @Option(help: "IPv4 HOST:PORT to listen on instead of a Unix socket; loopback only. [FANOUT_LISTEN]")
+    var listen: String?
+
+    @Flag(help: "Allow --listen on an address outside 127.0.0.0/8. [FANOUT_ALLOW_REMOTE=1]")
+    var allowRemote = false
+
+    @Option(help: "Threads for libfcgi's blocking I/O. [FANOUT_IO_THREADS, default 8]")
+    var ioThreads: Int?
+
+    @Option(help: "Most FastCGI connections open at once (at most 1000). [FANOUT_MAX_CONNECTIONS, default 512]")
+    var maxConnections: Int?
+
+    @Option(help: "Largest request body in bytes; keep nginx's client_max_body_size equal. [FANOUT_MAX_BODY_BYTES, default 8388608]")
+    var maxBodyBytes: Int?
+
+    @Option(help: "Most tasks in one batch. [FANOUT_MAX_TASKS, default 100000]")
+    var maxTasks: Int?
+
+    @Option(help: "Longest task id, in characters. [FANOUT_MAX_ID_LENGTH, default 128]")
+    var maxIdLength: Int?
+
+    @Option(help: "Deepest JSON nesting in a body. [FANOUT_MAX_DEPTH, default 64]")
+    var maxDepth: Int?
+
+    @Option(help: "Longest task run (and sleep), in ms. [FANOUT_MAX_TASK_TIMEOUT_MS, default 60000]")
+    var maxTaskTimeoutMs: Int?
+
+    @Option(help: "Longest batch run, in ms; keep nginx's fastcgi_read_timeout above it. [FANOUT_MAX_BATCH_TIMEOUT_MS, default 60000]")
+    var maxBatchTimeoutMs: Int?
+
+    @Option(help: "Most tasks of one batch running at once. [FANOUT_MAX_CONCURRENCY, default 256]")
+    var maxConcurrency: Int?
+
+    @Option(help: "Most batches running at once; past it, 503. [FANOUT_MAX_BATCHES_IN_FLIGHT, default 1024]")
+    var maxBatchesInFlight: Int?
+
+    @Option(help: "Seconds running batches get to finish after SIGTERM/SIGINT. [FANOUT_SHUTDOWN_GRACE_SECONDS, default 30]")
+    var shutdownGraceSeconds: Int?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical. [FANOUT_LOG_LEVEL, default info]")
+    var logLevel: String?
+
+    mutating func run() throws {
+        // libfcgi first, then block the shutdown signals before any thread exists: every thread
+        // inherits the mask, so the signals interrupt no read or write and arrive only here.
+        FastCGIServer.initializeLibrary()
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGTERM, SIGINT, SIGUSR1] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let configuration = try makeConfiguration()
+        let levelName = try Settings.string(logLevel, "FANOUT_LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: levelName) else {
+            throw ValidationError("unknown log level '\(levelName)'")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "fanout")
+
+        let application: FanoutApplication
+        do {
+            application = try FanoutApplication(configuration: configuration, logger: logger)
+        } catch {
+            logger.critical("cannot start", metadata: ["reason": "\(error)"])
+            throw ExitCode.failure
+        }
+        application.start()
+
+        var received: Int32 = 0
+        repeat {
+            sigwait(&signals, &received)
+        } while received == SIGUSR1  // sent by some process managers; nothing to do
+        logger.notice("shutting down", metadata: ["signal": "\(received == SIGINT ? "SIGINT" : "SIGTERM")"])
+        application.shutdown()
+    }
+
+    private func makeConfiguration() throws -> FanoutApplication.Configuration {
+        var configuration = FanoutApplication.Configuration()
+        var transport = configuration.transport
+        var service = configuration.service
+
+        if let socket = try Settings.string(socket, "FANOUT_SOCKET") {
+            let modeText = try Settings.string(socketMode, "FANOUT_SOCKET_MODE") ?? "660"
+            guard let mode = UInt32(modeText, radix: 8), mode <= 0o777 else {
+                throw ValidationError("socket mode must be octal permission bits, such as 660")
+            }
+            transport.listener = .unixSocket(path: socket, mode: mode)
+        } else if let listen = try Settings.string(listen, "FANOUT_LISTEN") {
+            let parts = listen.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else {
+                throw ValidationError("--listen takes HOST:PORT, such as 127.0.0.1:9000")
+            }
+            transport.listener = .tcp(host: String(parts[0]), port: port)
+        }
+        let allowRemoteVariable = try Settings.string(nil, "FANOUT_ALLOW_REMOTE")
+        transport.allowNonLoopback = allowRemote || allowRemoteVariable == "1"
+        transport.ioThreads = try Settings.integer(ioThreads, "FANOUT_IO_THREADS", default: transport.ioThreads, range: 1...256)
+        transport.maximumConnections = try Settings.integer(
+            maxConnections, "FANOUT_MAX_CONNECTIONS", default: transport.maximumConnections, range: 1...1000)
+
+        service.maximumBodyBytes = try Settings.integer(
+            maxBodyBytes, "FANOUT_MAX_BODY_BYTES", default: service.maximumBodyBytes, range: 1...(1 << 30))
+        service.maximumBatchesInFlight = try Settings.integer(
+            maxBatchesInFlight, "FANOUT_MAX_BATCHES_IN_FLIGHT", default: service.maximumBatchesInFlight, range: 1...1_000_000)
+        var limits = service.limits
+        limits.maximumTasks = try Settings.integer(maxTasks, "FANOUT_MAX_TASKS", default: limits.maximumTasks, range: 1...10_000_000)
+        limits.maximumIdLength = try Settings.integer(
+            maxIdLength, "FANOUT_MAX_ID_LENGTH", default: limits.maximumIdLength, range: 1...4096)
+        limits.maximumDepth = try Settings.integer(maxDepth, "FANOUT_MAX_DEPTH", default: limits.maximumDepth, range: 3...10_000)
+        limits.maximumTaskTimeoutMilliseconds = try Settings.integer(
+            maxTaskTimeoutMs, "FANOUT_MAX_TASK_TIMEOUT_MS", default: limits.maximumTaskTimeoutMilliseconds,
+            range: 1...86_400_000)
+        limits.maximumBatchTimeoutMilliseconds = try Settings.integer(
+            maxBatchTimeoutMs, "FANOUT_MAX_BATCH_TIMEOUT_MS", default: limits.maximumBatchTimeoutMilliseconds,
+            range: 1...86_400_000)
+        limits.maximumConcurrency = try Settings.integer(
+            maxConcurrency, "FANOUT_MAX_CONCURRENCY", default: limits.maximumConcurrency, range: 1...100_000)
+        service.limits = limits
+
+        let grace = try Settings.integer(shutdownGraceSeconds, "FANOUT_SHUTDOWN_GRACE_SECONDS", default: 30, range: 0...3600)
+        configuration.shutdownGrace = .seconds(grace)
+        configuration.transport = transport
+        configuration.service = service
+        return configuration
+    }
+}

@@ -1,0 +1,108 @@
+# Shared by scripts/run.sh and Tests/harness/run.sh: installing what is missing, building, and
+# starting/stopping spawn-fcgi + Fanout and nginx on 127.0.0.1. Source it; do not run it.
+
+FANOUT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Installs the Debian packages Fanout needs (and the extra ones named as arguments) if missing.
+ensure_packages() {
+    local missing=()
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v spawn-fcgi >/dev/null 2>&1 || missing+=(spawn-fcgi)
+    [ -f /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    local extra
+    for extra in "$@"; do
+        dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+nginx_binary() { command -v nginx 2>/dev/null || echo /usr/sbin/nginx; }
+
+# Prints a free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# A run directory whose socket path fits in sockaddr_un (108 bytes).
+make_run_dir() {
+    local dir="${1:-$FANOUT_ROOT/.run}"
+    if [ ${#dir} -gt 80 ]; then dir=$(mktemp -d /tmp/fanout-run.XXXXXX); fi
+    mkdir -p "$dir"
+    (cd "$dir" && pwd)
+}
+
+# start_fanout RUN_DIR BINARY [ARGS...]: spawn-fcgi creates the socket and execs Fanout in the
+# foreground (-n), so FANOUT_PID is Fanout's own PID. Its stderr goes to RUN_DIR/fanout.log
+# (and to the terminal when FANOUT_LOG_TO_TERMINAL=1).
+start_fanout() {
+    local run_dir=$1 binary=$2
+    shift 2
+    rm -f "$run_dir/fanout.sock"
+    if [ "${FANOUT_LOG_TO_TERMINAL:-0}" = 1 ]; then
+        spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" \
+            2> >(tee -a "$run_dir/fanout.log" >&2) >/dev/null &
+    else
+        spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" 2>>"$run_dir/fanout.log" >/dev/null &
+    fi
+    FANOUT_PID=$!
+    local tries=0
+    until [ -S "$run_dir/fanout.sock" ]; do
+        tries=$((tries + 1))
+        if [ $tries -gt 100 ] || ! kill -0 "$FANOUT_PID" 2>/dev/null; then
+            log "Fanout did not start; see $run_dir/fanout.log"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# stop_fanout: SIGTERM, then wait for it to exit; prints its exit status.
+stop_fanout() {
+    [ -n "${FANOUT_PID:-}" ] || return 0
+    kill -TERM "$FANOUT_PID" 2>/dev/null || true
+    local status=0
+    wait "$FANOUT_PID" 2>/dev/null || status=$?
+    FANOUT_PID=""
+    return $status
+}
+
+# start_nginx RUN_DIR PORT [KEEP_CONN on|off] [MAX_BODY_BYTES]
+start_nginx() {
+    local run_dir=$1 port=$2 keep_conn=${3:-on} max_body=${4:-8388608}
+    local keepalive_line="keepalive 32;" user_line=""
+    [ "$keep_conn" = on ] || keepalive_line=""
+    # As root, nginx would run its worker as nobody, which cannot reach the socket.
+    [ "$(id -u)" -ne 0 ] || user_line="user root;"
+    sed -e "s|@RUN_DIR@|$run_dir|g" -e "s|@SOCKET@|$run_dir/fanout.sock|g" -e "s|@PORT@|$port|g" \
+        -e "s|@KEEP_CONN@|$keep_conn|g" -e "s|@KEEPALIVE_LINE@|$keepalive_line|g" \
+        -e "s|@USER_LINE@|$user_line|g" -e "s|@MAX_BODY_BYTES@|$max_body|g" \
+        -e "s|@READ_TIMEOUT@|${FANOUT_NGINX_READ_TIMEOUT:-75s}|g" \
+        "$FANOUT_ROOT/nginx/fanout-local.conf.template" >"$run_dir/nginx.conf"
+    "$(nginx_binary)" -p "$run_dir" -c "$run_dir/nginx.conf" -e stderr 2>>"$run_dir/nginx.log" &
+    NGINX_PID=$!
+    local tries=0
+    until curl -fs -o /dev/null "http://127.0.0.1:$port/healthz"; do
+        tries=$((tries + 1))
+        if [ $tries -gt 100 ] || ! kill -0 "$NGINX_PID" 2>/dev/null; then
+            log "nginx or Fanout is not answering on port $port; see $run_dir/nginx.log and $run_dir/fanout.log"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+stop_nginx() {
+    [ -n "${NGINX_PID:-}" ] || return 0
+    kill -QUIT "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+    NGINX_PID=""
+}
