@@ -41,17 +41,19 @@ make_run_dir() {
 }
 
 # start_fanout RUN_DIR BINARY [ARGS...]: spawn-fcgi creates the socket and execs Fanout in the
-# foreground (-n), so FANOUT_PID is Fanout's own PID. Its stderr goes to RUN_DIR/fanout.log
+# foreground (-n), so FANOUT_PID is Fanout's own PID. FANOUT_ENV (an array of NAME=VALUE) adds
+# environment variables. Its stderr goes to RUN_DIR/fanout.log
 # (and to the terminal when FANOUT_LOG_TO_TERMINAL=1).
 start_fanout() {
     local run_dir=$1 binary=$2
     shift 2
     rm -f "$run_dir/fanout.sock"
     if [ "${FANOUT_LOG_TO_TERMINAL:-0}" = 1 ]; then
-        spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" \
+        env ${FANOUT_ENV[@]+"${FANOUT_ENV[@]}"} spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" \
             2> >(tee -a "$run_dir/fanout.log" >&2) >/dev/null &
     else
-        spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" 2>>"$run_dir/fanout.log" >/dev/null &
+        env ${FANOUT_ENV[@]+"${FANOUT_ENV[@]}"} spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" \
+            2>>"$run_dir/fanout.log" >/dev/null &
     fi
     FANOUT_PID=$!
     local tries=0

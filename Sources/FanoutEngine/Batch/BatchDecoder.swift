@@ -76,11 +76,17 @@ public struct BatchDecoder: Sendable {
                     timeoutMilliseconds = min(value, limits.maximumBatchTimeoutMilliseconds)
                 }
             case "on_error":
-                if try scanner.peekKind() == .string, let policy = ErrorPolicy(rawValue: try scanner.readString()) {
+                let policy: ErrorPolicy?
+                if try scanner.peekKind() == .string {
+                    policy = ErrorPolicy(rawValue: try scanner.readString())
+                } else {
+                    _ = try scanner.skipValue()
+                    policy = nil
+                }
+                if let policy {
                     errorPolicy = policy
                 } else {
                     issues.append(ValidationIssue(task: nil, field: key, message: #"must be "continue" or "stop""#))
-                    _ = try scanner.skipValue()
                 }
             default:
                 issues.append(ValidationIssue(task: nil, field: key, message: "is not a batch field"))

@@ -42,11 +42,12 @@ public enum BatchRunner {
                 }
             }
             await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
-            while !execution.isFinished, let event = await group.next() {
+            while !execution.isFinished {
+                // A stop may come from an event or from a task run inline while launching.
+                if execution.stopReason != nil { group.cancelAll() }
+                guard let event = await group.next() else { break }
                 execution.handle(event, cancellationCause: cancellationCause)
-                if execution.stopReason != nil {
-                    group.cancelAll()
-                } else {
+                if execution.stopReason == nil {
                     await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
                 }
             }

@@ -51,12 +51,17 @@ public struct InputError: Error, Sendable, Equatable {
     }
 
     private static func jsonKind(of type: Any.Type) -> String {
-        switch type {
+        // Containers are matched by name: the decoder reports its own container types here.
+        let name = String(describing: type)
+        if name.hasPrefix("Dictionary") || name.contains("KeyedDecodingContainer") && !name.contains("Unkeyed") {
+            return "an object"
+        }
+        if name.hasPrefix("Array") || name.contains("UnkeyedDecodingContainer") { return "an array" }
+        return switch type {
         case is String.Type: "a string"
         case is Bool.Type: "a boolean"
         case is any BinaryInteger.Type: "an integer"
         case is any FloatingPoint.Type: "a number"
-        case is any Collection.Type: "an array"
         default: "an object"
         }
     }

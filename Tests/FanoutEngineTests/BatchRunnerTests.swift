@@ -1,0 +1,170 @@
+import FanoutEngine
+import Testing
+
+@Suite("Batch scheduling")
+struct BatchRunnerTests {
+    @Test("results come back in request order whatever the completion order")
+    func keepsRequestOrder() async throws {
+        let result = try await run(
+            #"""
+            {"tasks": [
+              {"id": "slow", "op": "sleep", "input": {"ms": 80}},
+              {"id": "medium", "op": "sleep", "input": {"ms": 40}},
+              {"id": "fast", "op": "echo", "input": [1, "two", {"three": 3}]}
+            ]}
+            """#)
+        #expect(result.results.map(\.id) == ["slow", "medium", "fast"])
+        #expect(result.status == .succeeded)
+        #expect(result["fast"]?.output?.description == #"[1, "two", {"three": 3}]"#)
+    }
+
+    @Test("a diamond runs each task only after all its dependencies")
+    func runsDiamondInDependencyOrder() async throws {
+        let recorder = ProbeRecorder()
+        let result = try await run(
+            #"""
+            {"tasks": [
+              {"id": "d", "op": "probe", "input": {"id": "d", "ms": 5}, "depends_on": ["b", "c"]},
+              {"id": "b", "op": "probe", "input": {"id": "b", "ms": 30}, "depends_on": ["a"]},
+              {"id": "c", "op": "probe", "input": {"id": "c", "ms": 10}, "depends_on": ["a"]},
+              {"id": "a", "op": "probe", "input": {"id": "a", "ms": 10}}
+            ]}
+            """#, recorder: recorder)
+        #expect(result.status == .succeeded)
+        let a = try #require(recorder.event("a"))
+        let b = try #require(recorder.event("b"))
+        let c = try #require(recorder.event("c"))
+        let d = try #require(recorder.event("d"))
+        #expect(b.start >= a.end && c.start >= a.end)
+        #expect(d.start >= b.end && d.start >= c.end)
+        // b and c are independent of each other: they overlap.
+        #expect(c.start < b.end && b.start < c.end)
+    }
+
+    @Test("a failure skips its dependents transitively and nothing else")
+    func propagatesSkips() async throws {
+        let result = try await run(
+            #"""
+            {"tasks": [
+              {"id": "bad", "op": "fail", "input": {"code": "boom", "message": "no"}},
+              {"id": "child", "op": "echo", "depends_on": ["bad"]},
+              {"id": "grandchild", "op": "echo", "depends_on": ["child"]},
+              {"id": "other", "op": "sleep", "input": {"ms": 20}}
+            ]}
+            """#)
+        #expect(result["bad"]?.status == .failed)
+        #expect(result["bad"]?.error == TaskError(code: "boom", message: "no"))
+        #expect(result["child"]?.status == .skipped)
+        #expect(result["child"]?.error?.code == "dependency_failed")
+        #expect(result["grandchild"]?.status == .skipped)
+        #expect(result["other"]?.status == .succeeded)
+        #expect(result.status == .partial)
+        #expect(result.count(.skipped) == 2)
+    }
+
+    @Test("a task past its timeout fails with code timeout and is stopped early")
+    func enforcesTaskTimeout() async throws {
+        let result = try await run(
+            #"{"tasks": [{"id": "t", "op": "sleep", "input": {"ms": 5000}, "timeout_ms": 50}]}"#)
+        let task = try #require(result["t"])
+        #expect(task.status == .failed)
+        #expect(task.error?.code == "timeout")
+        #expect(task.duration < .seconds(2))
+        #expect(result.status == .failed)
+    }
+
+    @Test("the batch deadline cancels running and unstarted tasks with batch_timeout")
+    func enforcesBatchDeadline() async throws {
+        let result = try await run(
+            #"""
+            {"tasks": [
+              {"id": "quick", "op": "echo"},
+              {"id": "long", "op": "sleep", "input": {"ms": 5000}},
+              {"id": "after", "op": "echo", "depends_on": ["long"]}
+            ], "timeout_ms": 100}
+            """#)
+        #expect(result["quick"]?.status == .succeeded)
+        #expect(result["long"]?.status == .cancelled)
+        #expect(result["long"]?.error?.code == "batch_timeout")
+        #expect(result["after"]?.status == .cancelled)
+        #expect(result["after"]?.error?.code == "batch_timeout")
+        #expect(result.duration < .seconds(2))
+    }
+
+    @Test("on_error stop cancels everything not yet finished")
+    func stopsOnFirstFailure() async throws {
+        let result = try await run(
+            #"""
+            {"tasks": [
+              {"id": "long", "op": "sleep", "input": {"ms": 5000}},
+              {"id": "wait", "op": "sleep", "input": {"ms": 30}},
+              {"id": "bad", "op": "fail", "input": {"code": "x"}, "depends_on": ["wait"]},
+              {"id": "later", "op": "echo", "depends_on": ["long"]}
+            ], "on_error": "stop"}
+            """#)
+        #expect(result["bad"]?.status == .failed)
+        #expect(result["long"]?.status == .cancelled)
+        #expect(result["long"]?.error?.code == "stopped")
+        #expect(result["later"]?.status == .cancelled)
+        #expect(result.duration < .seconds(2))
+    }
+
+    @Test("on_error continue lets siblings of a failure finish")
+    func continuesPastFailure() async throws {
+        let result = try await run(
+            #"""
+            {"tasks": [
+              {"id": "bad", "op": "fail", "input": {"code": "x"}},
+              {"id": "slow", "op": "sleep", "input": {"ms": 50}}
+            ]}
+            """#)
+        #expect(result["slow"]?.status == .succeeded)
+    }
+
+    @Test("no more tasks run at once than the batch's concurrency", arguments: [1, 3, 8])
+    func enforcesConcurrencyLimit(concurrency: Int) async throws {
+        let recorder = ProbeRecorder()
+        let tasks = (0..<12).map { #"{"id": "t\#($0)", "op": "probe", "input": {"id": "t\#($0)", "ms": 15}}"# }
+        let result = try await run(
+            #"{"tasks": [\#(tasks.joined(separator: ","))], "concurrency": \#(concurrency)}"#, recorder: recorder)
+        #expect(result.status == .succeeded)
+        #expect(recorder.maximumRunning == concurrency)
+    }
+
+    @Test("independent waits run concurrently: 100 sleeps of 100 ms take well under 10 s")
+    func runsIndependentTasksConcurrently() async throws {
+        let tasks = (0..<100).map { #"{"id": "s\#($0)", "op": "sleep", "input": {"ms": 100}}"# }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let result = try await run(#"{"tasks": [\#(tasks.joined(separator: ","))]}"#)
+        #expect(result.count(.succeeded) == 100)
+        #expect(clock.now - start < .seconds(3))
+    }
+
+    @Test("cancelling the caller stops running operations at once and reports them cancelled")
+    func cancellationReachesOperations() async throws {
+        let batch = try decode(
+            #"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": 10000}}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let task = Task { await BatchRunner.run(batch) { .shutdown } }
+        try await Task.sleep(for: .milliseconds(50))
+        task.cancel()
+        let result = await task.value
+        #expect(clock.now - start < .seconds(3))
+        #expect(result["a"]?.status == .cancelled)
+        #expect(result["a"]?.error?.code == "shutdown")
+        #expect(result["b"]?.status == .cancelled)
+        #expect(result.status == .failed)
+    }
+
+    @Test("the response body has the documented shape and summary")
+    func encodesResult() async throws {
+        let result = try await run(
+            #"{"tasks": [{"id": "q\"uote", "op": "echo", "input": "x"}, {"id": "f", "op": "fail", "input": {"code": "c", "message": "line\nbreak"}}]}"#)
+        let text = result.text
+        #expect(text.hasPrefix(#"{"status":"partial","results":[{"id":"q\"uote","status":"succeeded","output":"x","duration_ms":"#))
+        #expect(text.contains(#"{"id":"f","status":"failed","error":{"code":"c","message":"line\nbreak"},"duration_ms":"#))
+        #expect(text.contains(#""summary":{"total":2,"succeeded":1,"failed":1,"skipped":0,"cancelled":0,"duration_ms":"#))
+    }
+}

@@ -1,0 +1,122 @@
+import FanoutEngine
+import Testing
+
+@Suite("Batch validation")
+struct BatchValidationTests {
+    /// Each case: a body, then a field and a message fragment that must be among the issues.
+    @Test(
+        "invalid batches are rejected with the problem named",
+        arguments: [
+            (#"[]"#, "body", "JSON object"),
+            (#"{"tasks": []}"#, "tasks", "at least one"),
+            (#"{}"#, "tasks", "required"),
+            (#"{"tasks": {}}"#, "tasks", "array"),
+            (#"{"tasks": [1]}"#, "tasks[0]", "object"),
+            (#"{"tasks": [{"op": "echo"}]}"#, "id", "required"),
+            (#"{"tasks": [{"id": 5, "op": "echo"}]}"#, "id", "string"),
+            (#"{"tasks": [{"id": "", "op": "echo"}]}"#, "id", "1 to 128"),
+            (#"{"tasks": [{"id": "a"}]}"#, "op", "required"),
+            (#"{"tasks": [{"id": "a", "op": "nope"}]}"#, "op", "unknown operation"),
+            (#"{"tasks": [{"id": "a", "op": "sleep"}]}"#, "input", "an object"),
+            (#"{"tasks": [{"id": "a", "op": "sleep", "input": {}}]}"#, "input.ms", "required"),
+            (#"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": "x"}}]}"#, "input.ms", "integer"),
+            (#"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": -1}}]}"#, "input.ms", "between"),
+            (#"{"tasks": [{"id": "a", "op": "hash", "input": {"algorithm": "md5", "data": ""}}]}"#, "input.algorithm", "sha256"),
+            (#"{"tasks": [{"id": "a", "op": "hash", "input": {"algorithm": "sha256", "data": "!", "encoding": "base64"}}]}"#, "input.data", "base64"),
+            (#"{"tasks": [{"id": "a", "op": "echo"}, {"id": "a", "op": "echo"}]}"#, "id", "duplicate"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": ["b"]}]}"#, "depends_on", "unknown task id"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": ["a"]}]}"#, "depends_on", "itself"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": "b"}]}"#, "depends_on", "array"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": ["b"]}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#, "depends_on", "cycle"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "timeout_ms": 0}]}"#, "timeout_ms", "positive integer"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "timeout_ms": 1.5}]}"#, "timeout_ms", "positive integer"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "colour": 1}]}"#, "colour", "not a task field"),
+            (#"{"tasks": [{"id": "a", "op": "echo"}], "concurrency": 0}"#, "concurrency", "positive integer"),
+            (#"{"tasks": [{"id": "a", "op": "echo"}], "on_error": "explode"}"#, "on_error", "continue"),
+            (#"{"tasks": [{"id": "a", "op": "echo"}], "extra": true}"#, "extra", "not a batch field"),
+            (#"{"tasks": [{"id": "a", "op": "echo"}], "tasks": []}"#, "tasks", "more than once"),
+            (#"{"tasks": [{"id": "a", "op": "echo", "input": {"x": 1}}"#, "body", "malformed JSON"),
+            (#"{"tasks": [{"id": "a\ud800", "op": "echo"}]}"#, "body", "surrogate"),
+            ("{\"tasks\": [{\"id\": \"a\u{1}\", \"op\": \"echo\"}]}", "body", "control character"),
+            (#"{"tasks": [{"id": "a", "op": "echo"}]} x"#, "body", "after the JSON value"),
+        ])
+    func rejectsInvalidBatch(body: String, field: String, fragment: String) {
+        do {
+            _ = try decode(body)
+            Issue.record("accepted an invalid batch: \(body)")
+        } catch let error as BatchValidationError {
+            #expect(
+                error.issues.contains { $0.field == field && $0.message.contains(fragment) },
+                "issues were \(error.issues)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test("every problem in a batch is listed, not only the first")
+    func listsEveryProblem() throws {
+        let body = #"""
+            {"tasks": [
+              {"id": "a", "op": "nope"},
+              {"id": "b", "op": "sleep", "input": {"ms": -1}},
+              {"id": "c", "op": "echo", "depends_on": ["zzz"]}
+            ], "on_error": 3}
+            """#
+        #expect(throws: BatchValidationError.self) { try decode(body) }
+        do {
+            _ = try decode(body)
+        } catch let error as BatchValidationError {
+            #expect(error.issues.count == 4)
+            #expect(error.issues.contains { $0.task == .id("a") && $0.field == "op" })
+            #expect(error.issues.contains { $0.task == .id("b") && $0.field == "input.ms" })
+            #expect(error.issues.contains { $0.task == .id("c") && $0.field == "depends_on" })
+            #expect(error.issues.contains { $0.task == nil && $0.field == "on_error" })
+        }
+    }
+
+    @Test("a task without a usable id is named by its index")
+    func namesTaskByIndexWithoutId() throws {
+        do {
+            _ = try decode(#"{"tasks": [{"id": "a", "op": "echo"}, {"op": "nope"}]}"#)
+            Issue.record("accepted")
+        } catch let error as BatchValidationError {
+            #expect(error.issues.allSatisfy { $0.task == .index(1) })
+        }
+    }
+
+    @Test("limits on tasks, id length and nesting depth are enforced")
+    func enforcesLimits() throws {
+        var limits = EngineLimits()
+        limits.maximumTasks = 2
+        limits.maximumIdLength = 3
+        limits.maximumDepth = 5
+        let tooMany = #"{"tasks": [{"id": "a", "op": "echo"}, {"id": "b", "op": "echo"}, {"id": "c", "op": "echo"}]}"#
+        #expect(throws: BatchValidationError.self) { try decode(tooMany, limits: limits) }
+        let longId = #"{"tasks": [{"id": "abcd", "op": "echo"}]}"#
+        #expect(throws: BatchValidationError.self) { try decode(longId, limits: limits) }
+        let deep = #"{"tasks": [{"id": "a", "op": "echo", "input": [[[1]]]}]}"#
+        #expect(throws: BatchValidationError.self) { try decode(deep, limits: limits) }
+        let shallow = #"{"tasks": [{"id": "a", "op": "echo", "input": [[1]]}]}"#
+        #expect(throws: Never.self) { try decode(shallow, limits: limits) }
+    }
+
+    @Test("timeouts and concurrency above the server maximum are capped, not rejected")
+    func capsToServerMaximum() throws {
+        var limits = EngineLimits()
+        limits.maximumConcurrency = 4
+        limits.maximumTaskTimeoutMilliseconds = 1000
+        limits.maximumBatchTimeoutMilliseconds = 2000
+        let batch = try decode(
+            #"{"tasks": [{"id": "a", "op": "echo", "timeout_ms": 99999}], "concurrency": 50, "timeout_ms": 99999}"#,
+            limits: limits)
+        #expect(batch.concurrency == 4)
+        #expect(batch.timeout == .milliseconds(2000))
+        #expect(batch.tasks[0].timeout == .milliseconds(1000))
+    }
+
+    @Test("an id is counted in characters, and escapes are decoded")
+    func decodesIds() throws {
+        let batch = try decode(#"{"tasks": [{"id": "caf\u00e9 \"x\" 😀", "op": "echo"}]}"#)
+        #expect(batch.tasks[0].id == "café \"x\" 😀")
+    }
+}

@@ -1,0 +1,94 @@
+import FanoutEngine
+import Synchronization
+
+/// Records when tasks of the `probe` operation run, to check ordering and concurrency.
+final class ProbeRecorder: Sendable {
+    struct Event: Sendable {
+        var id: String
+        var start: ContinuousClock.Instant
+        var end: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var running = 0
+        var maximumRunning = 0
+        var events: [Event] = []
+    }
+
+    private let state = Mutex(State())
+
+    var maximumRunning: Int { state.withLock { $0.maximumRunning } }
+    var events: [Event] { state.withLock { $0.events } }
+
+    func event(_ id: String) -> Event? { events.first { $0.id == id } }
+
+    func begin() {
+        state.withLock {
+            $0.running += 1
+            $0.maximumRunning = max($0.maximumRunning, $0.running)
+        }
+    }
+
+    func end(_ event: Event) {
+        state.withLock {
+            $0.running -= 1
+            $0.events.append(event)
+        }
+    }
+}
+
+/// `probe`: input `{"id": "...", "ms": N}`; sleeps N ms and records when it ran.
+struct ProbeOperation: Operation {
+    struct Input: Decodable, Sendable {
+        var id: String
+        var ms: Int
+    }
+
+    struct Output: Encodable, Sendable {
+        var id: String
+    }
+
+    let recorder: ProbeRecorder
+    let name = "probe"
+    let summary = "Test operation."
+    let inputSchema: RawJSON = #"{"type":"object"}"#
+
+    func run(_ input: Input) async throws -> Output {
+        recorder.begin()
+        let start = ContinuousClock.now
+        defer { recorder.end(.init(id: input.id, start: start, end: .now)) }
+        try await Task.sleep(for: .milliseconds(input.ms))
+        return Output(id: input.id)
+    }
+}
+
+func makeDecoder(recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits = EngineLimits()) -> BatchDecoder {
+    var registry = OperationRegistry.builtIns(limits: limits)
+    registry.register(ProbeOperation(recorder: recorder))
+    return BatchDecoder(registry: registry, limits: limits)
+}
+
+func decode(_ json: String, recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits = EngineLimits())
+    throws -> Batch
+{
+    try makeDecoder(recorder: recorder, limits: limits).decode(Array(json.utf8))
+}
+
+func run(_ json: String, recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits = EngineLimits()) async throws
+    -> BatchResult
+{
+    await BatchRunner.run(try decode(json, recorder: recorder, limits: limits))
+}
+
+extension BatchResult {
+    subscript(id: String) -> TaskResult? { results.first { $0.id == id } }
+
+    var text: String { String(decoding: jsonBytes(), as: UTF8.self) }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# The real path, end to end: curl -> nginx -> Unix socket -> spawn-fcgi'd Fanout.
+# Usage: harness.sh PATH/TO/fanout
+set -uo pipefail
+source "$(dirname "$0")/../../scripts/lib.sh"
+
+BINARY=${1:?usage: harness.sh PATH/TO/fanout}
+RUN_DIR=$(mktemp -d /tmp/fanout-harness.XXXXXX)
+RESPONSES="$RUN_DIR/responses"
+mkdir -p "$RESPONSES"
+PASSED=0
+FAILED=0
+FANOUT_PID=""
+NGINX_PID=""
+
+cleanup() {
+    stop_nginx
+    stop_fanout >/dev/null 2>&1 || true
+    if [ $FAILED -eq 0 ]; then rm -rf "$RUN_DIR"; else echo "logs kept in $RUN_DIR" >&2; fi
+}
+trap cleanup EXIT
+
+pass() { PASSED=$((PASSED + 1)); printf '  ok    %s\n' "$1"; }
+fail() { FAILED=$((FAILED + 1)); printf '  FAIL  %s%s\n' "$1" "${2:+ — $2}"; }
+check() { # check NAME COMMAND...: passes when the command succeeds
+    local name=$1
+    shift
+    if "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+# request NAME METHOD PATH [BODY] [CURL ARGS...]: saves status, headers and body under
+# $RESPONSES/NAME.{status,headers,body}, also recording them for the OpenAPI check.
+request() {
+    local name=$1 method=$2 path=$3 body=${4-}
+    shift 3
+    [ $# -gt 0 ] && shift
+    local args=(-s -o "$RESPONSES/$name.body" -D "$RESPONSES/$name.headers" -w '%{http_code}' -X "$method")
+    if [ -n "$body" ]; then args+=(-H "Content-Type: ${CONTENT_TYPE:-application/json}" --data-binary "$body"); fi
+    curl "${args[@]}" "$@" "$BASE$path" >"$RESPONSES/$name.status"
+    printf '%s %s\n' "$method" "$path" >"$RESPONSES/$name.request"
+}
+status_of() { cat "$RESPONSES/$1.status"; }
+body_of() { cat "$RESPONSES/$1.body"; }
+header_of() { grep -i "^$2:" "$RESPONSES/$1.headers" | head -1 | cut -d' ' -f2- | tr -d '\r'; }
+jq_of() { jq -r "$2" "$RESPONSES/$1.body"; }
+fd_count() { ls "/proc/$FANOUT_PID/fd" | wc -l; }
+
+start_stack() { # start_stack KEEP_CONN [NAME=VALUE for Fanout...]
+    local keep=$1
+    shift
+    FANOUT_ENV=(FANOUT_SHUTDOWN_GRACE_SECONDS=10 "$@")
+    PORT=$(free_port)
+    BASE="http://127.0.0.1:$PORT"
+    start_fanout "$RUN_DIR" "$BINARY" && start_nginx "$RUN_DIR" "$PORT" "$keep" "${NGINX_MAX_BODY:-8388608}"
+}
+stop_stack() {
+    stop_nginx
+    stop_fanout
+}
+
+sleeps_batch() { # sleeps_batch COUNT MS: a batch of COUNT sleeps
+    local tasks=() i
+    for ((i = 0; i < $1; i++)); do tasks+=("{\"id\":\"s$i\",\"op\":\"sleep\",\"input\":{\"ms\":$2}}"); done
+    local IFS=,
+    printf '{"tasks":[%s]}' "${tasks[*]}"
+}
+
+# ---------------------------------------------------------------------------------------------
+echo "phase 1: contract over kept-alive FastCGI connections (fastcgi_keep_conn on)"
+start_stack on || { fail "stack starts"; exit 1; }
+FD_BASELINE=$(fd_count)
+
+request health GET /healthz
+check "GET /healthz is 200 ok" [ "$(status_of health)" = 200 -a "$(jq_of health .status)" = ok ]
+
+request ops GET /ops
+check "GET /ops lists the four built-ins" [ "$(jq_of ops '[.operations[].name] | sort | join(",")')" = "echo,fail,hash,sleep" ]
+
+EXAMPLE='{"tasks":[{"id":"a","op":"echo","input":{"hello":"world"}},{"id":"b","op":"sleep","input":{"ms":50},"timeout_ms":1000},{"id":"c","op":"hash","input":{"algorithm":"sha256","data":"abc"},"depends_on":["a"]}],"concurrency":8,"timeout_ms":30000,"on_error":"continue"}'
+request example POST /batch "$EXAMPLE"
+check "the api.md example batch succeeds" [ "$(status_of example)" = 200 -a "$(jq_of example .status)" = succeeded ]
+check "results are in request order" [ "$(jq_of example '[.results[].id] | join(",")')" = "a,b,c" ]
+check "echo output is the input" [ "$(jq -c '.results[0].output' "$RESPONSES/example.body")" = '{"hello":"world"}' ]
+check "hash digest of abc" [ "$(jq_of example '.results[2].output.digest')" = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad ]
+check "summary counts" [ "$(jq -c '.summary | [.total,.succeeded,.failed,.skipped,.cancelled]' "$RESPONSES/example.body")" = "[3,3,0,0,0]" ]
+
+request partial POST /batch '{"tasks":[{"id":"slow","op":"sleep","input":{"ms":2000},"timeout_ms":100},{"id":"dep","op":"echo","depends_on":["slow"]},{"id":"ok","op":"echo","input":1},{"id":"f","op":"fail","input":{"code":"teapot","message":"short and stout"}}]}'
+check "timeout, skip and fail give a partial batch" [ "$(jq -c '[.status, [.results[].status]]' "$RESPONSES/partial.body")" = '["partial",["failed","skipped","succeeded","failed"]]' ]
+check "error codes timeout, dependency_failed, teapot" [ "$(jq -c '[.results[].error.code]' "$RESPONSES/partial.body")" = '["timeout","dependency_failed",null,"teapot"]' ]
+
+request deadline POST /batch '{"tasks":[{"id":"x","op":"sleep","input":{"ms":3000}},{"id":"y","op":"echo","depends_on":["x"]}],"timeout_ms":150}'
+check "batch deadline cancels with batch_timeout" [ "$(jq -c '[.status, [.results[].error.code]]' "$RESPONSES/deadline.body")" = '["failed",["batch_timeout","batch_timeout"]]' ]
+
+request invalid POST /batch '{"tasks":[{"id":"a","op":"nope"},{"id":"b","op":"sleep","input":{"ms":-1}},{"id":"c","op":"echo","depends_on":["c"]}]}'
+check "invalid batch is 400 problem listing every problem" [ "$(status_of invalid)" = 400 -a "$(jq_of invalid '.errors | length')" = 3 ]
+check "problem documents have the problem media type" [ "$(header_of invalid Content-Type)" = application/problem+json ]
+check "problem has type, title, status, detail" [ "$(jq -c '[.type, .title, .status, (.detail|type)]' "$RESPONSES/invalid.body")" = '["/problems/invalid-request","Invalid request",400,"string"]' ]
+
+request cycle POST /batch '{"tasks":[{"id":"a","op":"echo","depends_on":["b"]},{"id":"b","op":"echo","depends_on":["a"]}]}'
+check "a dependency cycle is 400" [ "$(status_of cycle)" = 400 -a "$(jq_of cycle '.errors[0].message' | grep -c cycle)" = 1 ]
+
+request malformed POST /batch '{"tasks": [ '
+check "malformed JSON is 400" [ "$(status_of malformed)" = 400 -a "$(jq_of malformed '.errors[0].field')" = body ]
+
+CONTENT_TYPE=text/plain request media POST /batch '{"tasks":[]}'
+check "a non-JSON content type is 415" [ "$(status_of media)" = 415 ]
+
+request method GET /batch
+check "GET /batch is 405 with Allow: POST" [ "$(status_of method)" = 405 -a "$(header_of method Allow)" = POST ]
+
+request missing GET /nothing-here
+check "an unknown path is 404 problem" [ "$(status_of missing)" = 404 -a "$(jq_of missing .status)" = 404 ]
+
+request op_echo POST /ops/echo '{"x":[1,2]}'
+check "POST /ops/echo answers the input" [ "$(status_of op_echo)" = 200 -a "$(jq -c . "$RESPONSES/op_echo.body")" = '{"x":[1,2]}' ]
+request op_hash POST /ops/hash '{"algorithm":"sha512","data":"YWJj","encoding":"base64"}'
+check "POST /ops/hash answers the digest" [ "$(jq_of op_hash .digest | cut -c1-16)" = ddaf35a193617aba ]
+request op_unknown POST /ops/nope '{}'
+check "POST /ops/unknown is 404" [ "$(status_of op_unknown)" = 404 ]
+request op_invalid POST /ops/sleep '{"ms":"soon"}'
+check "POST /ops/sleep with bad input is 400" [ "$(status_of op_invalid)" = 400 -a "$(jq_of op_invalid '.errors[0].field')" = input.ms ]
+request op_fail POST /ops/fail '{"code":"teapot"}'
+check "POST /ops/fail is 422 with the code" [ "$(status_of op_fail)" = 422 -a "$(jq_of op_fail .code)" = teapot ]
+
+# A body of several hundred KiB: 4000 echo tasks with ~100-byte inputs, across many records.
+python3 -c '
+import json
+tasks = [{"id": "t%d" % i, "op": "echo", "input": {"n": i, "pad": "x" * 100}} for i in range(4000)]
+print(json.dumps({"tasks": tasks}))' >"$RUN_DIR/large.json"
+curl -s -o "$RESPONSES/large.body" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "@$RUN_DIR/large.json" "$BASE/batch" >"$RESPONSES/large.status"
+check "a $(($(stat -c %s "$RUN_DIR/large.json") / 1024)) KiB batch of 4000 tasks succeeds in order" \
+    [ "$(status_of large)" = 200 -a "$(jq -r '[.summary.succeeded, .results[3999].id, .results[3999].output.n] | join(",")' "$RESPONSES/large.body")" = "4000,t3999,3999" ]
+
+# nginx's own 413 (beyond client_max_body_size) is a problem document too.
+head -c 9000000 /dev/zero | tr '\0' ' ' >"$RUN_DIR/huge.json"
+curl -s -o "$RESPONSES/huge.body" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "@$RUN_DIR/huge.json" "$BASE/batch" >"$RESPONSES/huge.status"
+check "a body over the limit is 413 problem" [ "$(status_of huge)" = 413 -a "$(jq_of huge .status)" = 413 ]
+
+# A slow batch must not delay quick requests.
+curl -s -o /dev/null -H 'Content-Type: application/json' -d "$(sleeps_batch 3 3000)" "$BASE/batch" &
+SLOW=$!
+sleep 0.2
+START=$(date +%s%N)
+QUICK_OK=1
+for i in $(seq 1 20); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d '{"tasks":[{"id":"q","op":"echo"}]}' "$BASE/batch")" = 200 ] || QUICK_OK=0
+done
+QUICK_MS=$((($(date +%s%N) - START) / 1000000))
+check "20 quick batches answer in ${QUICK_MS} ms while a 3 s batch runs" [ $QUICK_OK = 1 -a $QUICK_MS -lt 2000 ]
+kill -0 $SLOW 2>/dev/null && check "the slow batch is still running meanwhile" true || fail "the slow batch is still running meanwhile"
+wait $SLOW
+
+# A client that disconnects mid-batch: its batch is cancelled (the log shows it ending early).
+curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -d "$(sleeps_batch 7 4000)" "$BASE/batch"
+sleep 0.5
+LINE=$(grep 'path=/batch' "$RUN_DIR/fanout.log" | grep 'tasks=7 ' | tail -1)
+MS=$(sed -n 's/.*duration_ms=\([0-9]*\).*/\1/p' <<<"$LINE")
+check "a vanished client's batch is cancelled (ended after ${MS:-?} ms, not 4000)" [ -n "$MS" ] && [ "$MS" -lt 2000 ]
+
+# Many concurrent requests on kept connections: none fails, no descriptor leaks.
+seq 1 300 | xargs -P 32 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'Content-Type: application/json' \
+    -d '{"tasks":[{"id":"a","op":"sleep","input":{"ms":5}},{"id":"b","op":"echo"}]}' "$BASE/batch" >"$RUN_DIR/burst.txt"
+check "300 concurrent batches all answer 200" [ "$(grep -c '^200$' "$RUN_DIR/burst.txt")" = 300 ]
+sleep 0.3
+FD_AFTER=$(fd_count)
+check "descriptors stay bounded ($FD_BASELINE before, $FD_AFTER after)" [ "$FD_AFTER" -le $((FD_BASELINE + 40)) ]
+stop_stack
+check "Fanout exits 0 on SIGTERM" [ $? = 0 ]
+
+# ---------------------------------------------------------------------------------------------
+echo "phase 2: one connection per request (fastcgi_keep_conn off), small limits"
+NGINX_MAX_BODY=8388608 start_stack off FANOUT_MAX_BODY_BYTES=100000 FANOUT_MAX_BATCHES_IN_FLIGHT=2 || { fail "stack starts"; exit 1; }
+FD_BASELINE=$(fd_count)
+request example_nokeep POST /batch "$EXAMPLE"
+check "the example succeeds without keep-alive" [ "$(jq_of example_nokeep .status)" = succeeded ]
+python3 -c 'print("{\"tasks\":[{\"id\":\"a\",\"op\":\"echo\",\"input\":\"" + "x" * 200000 + "\"}]}")' >"$RUN_DIR/mid.json"
+curl -s -o "$RESPONSES/app413.body" -D "$RESPONSES/app413.headers" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "@$RUN_DIR/mid.json" "$BASE/batch" >"$RESPONSES/app413.status"
+check "Fanout's own body limit answers 413 problem" [ "$(status_of app413)" = 413 -a "$(jq_of app413 .type)" = /problems/body-too-large ]
+curl -s -o /dev/null -H 'Content-Type: application/json' -d "$(sleeps_batch 1 1500)" "$BASE/batch" &
+B1=$!
+curl -s -o /dev/null -H 'Content-Type: application/json' -d "$(sleeps_batch 1 1500)" "$BASE/batch" &
+B2=$!
+sleep 0.4
+request overload POST /batch '{"tasks":[{"id":"a","op":"echo"}]}'
+check "past the batches-in-flight limit: immediate 503 with Retry-After" [ "$(status_of overload)" = 503 -a -n "$(header_of overload Retry-After)" ]
+wait $B1 $B2
+seq 1 200 | xargs -P 16 -I{} curl -s -o /dev/null -w '%{http_code}\n' "$BASE/healthz" >"$RUN_DIR/burst2.txt"
+check "200 concurrent requests without keep-alive all answer 200" [ "$(grep -c '^200$' "$RUN_DIR/burst2.txt")" = 200 ]
+sleep 0.3
+FD_AFTER=$(fd_count)
+check "no descriptor leak without keep-alive ($FD_BASELINE before, $FD_AFTER after)" [ "$FD_AFTER" -le $((FD_BASELINE + 5)) ]
+stop_stack
+
+# ---------------------------------------------------------------------------------------------
+echo "phase 3: graceful shutdown under load"
+start_stack on || { fail "stack starts"; exit 1; }
+for i in 1 2 3 4 5 6; do
+    curl -s -o "$RUN_DIR/inflight$i.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d "$(sleeps_batch 5 1500)" "$BASE/batch" >"$RUN_DIR/inflight$i.status" &
+    eval "IN$i=\$!"
+done
+sleep 0.4
+kill -TERM "$FANOUT_PID"
+sleep 0.3
+request draining_health GET /healthz
+check "/healthz answers 503 while draining" [ "$(status_of draining_health)" = 503 ]
+request draining_batch POST /batch '{"tasks":[{"id":"a","op":"echo"}]}'
+check "new batches are refused with 503 while draining" [ "$(status_of draining_batch)" = 503 ]
+wait $IN1 $IN2 $IN3 $IN4 $IN5 $IN6
+ALL_OK=1
+for i in 1 2 3 4 5 6; do
+    [ "$(cat "$RUN_DIR/inflight$i.status")" = 200 ] && [ "$(jq -r .status "$RUN_DIR/inflight$i.json")" = succeeded ] || ALL_OK=0
+done
+check "every in-flight batch finished and succeeded" [ $ALL_OK = 1 ]
+EXIT=0
+wait "$FANOUT_PID" || EXIT=$?
+FANOUT_PID=""
+check "Fanout exited 0 after draining" [ $EXIT = 0 ]
+stop_nginx
+
+# Restart and make sure the service is healthy at the end.
+start_stack on || { fail "stack restarts"; exit 1; }
+request final_health GET /healthz
+check "healthy after restart" [ "$(status_of final_health)" = 200 ]
+stop_stack
+
+# ---------------------------------------------------------------------------------------------
+echo "phase 4: responses match openapi.yaml"
+if python3 "$FANOUT_ROOT/Tests/harness/check_openapi.py" "$FANOUT_ROOT/openapi.yaml" "$RESPONSES"; then
+    pass "every recorded response matches openapi.yaml"
+else
+    fail "every recorded response matches openapi.yaml"
+fi
+
+echo
+echo "harness: $PASSED passed, $FAILED failed"
+[ $FAILED -eq 0 ]
