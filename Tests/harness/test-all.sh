@@ -5,7 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$FANOUT_ROOT"
 
-ensure_packages jq python3-yaml python3-jsonschema
+ensure_packages jq
+python3 -c "import yaml, jsonschema" 2>/dev/null || python3 -m pip install --quiet pyyaml jsonschema
 log "building"
 swift build --build-tests
 log "unit tests"
