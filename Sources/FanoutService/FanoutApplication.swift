@@ -3,7 +3,7 @@ import FastCGI
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The whole responder: the FastCGI transport serving the Fanout service, with graceful shutdown.

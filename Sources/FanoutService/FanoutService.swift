@@ -115,7 +115,8 @@ public final class FanoutService: FastCGIHandler {
             guard method == "GET" || method == "HEAD" else {
                 throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
             }
-            return FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: operationsListing)
+            return FastCGIResponse(
+                status: 200, headers: [("Content-Type", "application/json")], body: operationsListing)
         case "/healthz":
             guard method == "GET" || method == "HEAD" else {
                 throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")

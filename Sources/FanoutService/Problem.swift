@@ -87,7 +87,8 @@ extension Problem {
         return Problem(
             status: 400, type: "invalid-request", title: "Invalid request",
             detail: error.isMalformed
-                ? "the body is not valid JSON" : "the request has \(count) problem\(count == 1 ? "" : "s"); nothing was run",
+                ? "the body is not valid JSON"
+                : "the request has \(count) problem\(count == 1 ? "" : "s"); nothing was run",
             issues: error.issues)
     }
 

@@ -1,7 +1,7 @@
 import CFastCGI
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Owns one libfcgi request object and the connection it reads from.

@@ -1,7 +1,7 @@
 import CFastCGI
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Process-wide libfcgi set-up.

@@ -41,7 +41,8 @@ public struct FastCGIRequest: Sendable {
         for character in name.utf8 {
             key.append(
                 character == UInt8(ascii: "-")
-                    ? "_" : Character(Unicode.Scalar(character >= 0x61 && character <= 0x7A ? character - 32 : character)))
+                    ? "_"
+                    : Character(Unicode.Scalar(character >= 0x61 && character <= 0x7A ? character - 32 : character)))
         }
         return parameters[key]
     }

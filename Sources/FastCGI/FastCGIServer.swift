@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A FastCGI responder: accepts connections from nginx, reads requests with libfcgi, hands them
@@ -97,7 +97,8 @@ public final class FastCGIServer: Sendable {
 
     /// Cancels the handler task of every request in flight.
     public func cancelInFlight() {
-        let tasks = state.withLock { state in state.entries.values.compactMap { $0.phase == .handling ? $0.task : nil } }
+        let tasks = state.withLock { state in state.entries.values.compactMap { $0.phase == .handling ? $0.task : nil }
+        }
         for task in tasks { task.cancel() }
     }
 
@@ -126,7 +127,8 @@ public final class FastCGIServer: Sendable {
             return state.entries
         }
         if remaining.values.contains(where: { $0.phase != .idle }) {
-            logger.warning("closing connections with requests still in flight", metadata: ["count": "\(remaining.count)"])
+            logger.warning(
+                "closing connections with requests still in flight", metadata: ["count": "\(remaining.count)"])
         }
         // Dropping the entries closes their descriptors.
     }
@@ -165,7 +167,9 @@ public final class FastCGIServer: Sendable {
                 return true
             }
             guard mayAccept else {
-                if !state.withLock({ $0.listenerArmed }) { epoll.modify(listener.descriptor, events: 0, token: Self.listenerToken) }
+                if !state.withLock({ $0.listenerArmed }) {
+                    epoll.modify(listener.descriptor, events: 0, token: Self.listenerToken)
+                }
                 return
             }
             let fd = fanout_accept(listener.descriptor)

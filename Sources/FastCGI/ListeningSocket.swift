@@ -1,7 +1,7 @@
 import CFastCGI
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The socket new FastCGI connections arrive on, put in non-blocking mode for the poller.
@@ -30,7 +30,8 @@ struct ListeningSocket: ~Copyable {
                 ownedPath = path
                 description = "unix:\(path)"
             case .tcp(let host, let port):
-                descriptor = try Self.openTCP(host: host, port: port, allowNonLoopback: allowNonLoopback, backlog: backlog)
+                descriptor = try Self.openTCP(
+                    host: host, port: port, allowNonLoopback: allowNonLoopback, backlog: backlog)
                 ownedPath = nil
                 description = "tcp:\(host):\(port)"
             case .inherited, .none:

@@ -4,7 +4,7 @@ import FastCGI
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The `fanout` executable: reads options, sets up logging and signals, runs the responder.
@@ -37,7 +37,10 @@ struct Fanout: ParsableCommand {
     @Option(help: "Most FastCGI connections open at once (at most 1000). [FANOUT_MAX_CONNECTIONS, default 512]")
     var maxConnections: Int?
 
-    @Option(help: "Largest request body in bytes; keep nginx's client_max_body_size equal. [FANOUT_MAX_BODY_BYTES, default 8388608]")
+    @Option(
+        help:
+            "Largest request body in bytes; keep nginx's client_max_body_size equal. [FANOUT_MAX_BODY_BYTES, default 8388608]"
+    )
     var maxBodyBytes: Int?
 
     @Option(help: "Most tasks in one batch. [FANOUT_MAX_TASKS, default 100000]")
@@ -52,7 +55,10 @@ struct Fanout: ParsableCommand {
     @Option(help: "Longest task run (and sleep), in ms. [FANOUT_MAX_TASK_TIMEOUT_MS, default 60000]")
     var maxTaskTimeoutMs: Int?
 
-    @Option(help: "Longest batch run, in ms; keep nginx's fastcgi_read_timeout above it. [FANOUT_MAX_BATCH_TIMEOUT_MS, default 60000]")
+    @Option(
+        help:
+            "Longest batch run, in ms; keep nginx's fastcgi_read_timeout above it. [FANOUT_MAX_BATCH_TIMEOUT_MS, default 60000]"
+    )
     var maxBatchTimeoutMs: Int?
 
     @Option(help: "Most tasks of one batch running at once. [FANOUT_MAX_CONCURRENCY, default 256]")
@@ -61,7 +67,8 @@ struct Fanout: ParsableCommand {
     @Option(help: "Most batches running at once; past it, 503. [FANOUT_MAX_BATCHES_IN_FLIGHT, default 1024]")
     var maxBatchesInFlight: Int?
 
-    @Option(help: "Seconds running batches get to finish after SIGTERM/SIGINT. [FANOUT_SHUTDOWN_GRACE_SECONDS, default 30]")
+    @Option(
+        help: "Seconds running batches get to finish after SIGTERM/SIGINT. [FANOUT_SHUTDOWN_GRACE_SECONDS, default 30]")
     var shutdownGraceSeconds: Int?
 
     @Option(help: "trace, debug, info, notice, warning, error or critical. [FANOUT_LOG_LEVEL, default info]")
@@ -125,19 +132,23 @@ struct Fanout: ParsableCommand {
         }
         let allowRemoteVariable = try Settings.string(nil, "FANOUT_ALLOW_REMOTE")
         transport.allowNonLoopback = allowRemote || allowRemoteVariable == "1"
-        transport.ioThreads = try Settings.integer(ioThreads, "FANOUT_IO_THREADS", default: transport.ioThreads, range: 1...256)
+        transport.ioThreads = try Settings.integer(
+            ioThreads, "FANOUT_IO_THREADS", default: transport.ioThreads, range: 1...256)
         transport.maximumConnections = try Settings.integer(
             maxConnections, "FANOUT_MAX_CONNECTIONS", default: transport.maximumConnections, range: 1...1000)
 
         service.maximumBodyBytes = try Settings.integer(
             maxBodyBytes, "FANOUT_MAX_BODY_BYTES", default: service.maximumBodyBytes, range: 1...(1 << 30))
         service.maximumBatchesInFlight = try Settings.integer(
-            maxBatchesInFlight, "FANOUT_MAX_BATCHES_IN_FLIGHT", default: service.maximumBatchesInFlight, range: 1...1_000_000)
+            maxBatchesInFlight, "FANOUT_MAX_BATCHES_IN_FLIGHT", default: service.maximumBatchesInFlight,
+            range: 1...1_000_000)
         var limits = service.limits
-        limits.maximumTasks = try Settings.integer(maxTasks, "FANOUT_MAX_TASKS", default: limits.maximumTasks, range: 1...10_000_000)
+        limits.maximumTasks = try Settings.integer(
+            maxTasks, "FANOUT_MAX_TASKS", default: limits.maximumTasks, range: 1...10_000_000)
         limits.maximumIdLength = try Settings.integer(
             maxIdLength, "FANOUT_MAX_ID_LENGTH", default: limits.maximumIdLength, range: 1...4096)
-        limits.maximumDepth = try Settings.integer(maxDepth, "FANOUT_MAX_DEPTH", default: limits.maximumDepth, range: 3...10_000)
+        limits.maximumDepth = try Settings.integer(
+            maxDepth, "FANOUT_MAX_DEPTH", default: limits.maximumDepth, range: 3...10_000)
         limits.maximumTaskTimeoutMilliseconds = try Settings.integer(
             maxTaskTimeoutMs, "FANOUT_MAX_TASK_TIMEOUT_MS", default: limits.maximumTaskTimeoutMilliseconds,
             range: 1...86_400_000)
@@ -148,7 +159,8 @@ struct Fanout: ParsableCommand {
             maxConcurrency, "FANOUT_MAX_CONCURRENCY", default: limits.maximumConcurrency, range: 1...100_000)
         service.limits = limits
 
-        let grace = try Settings.integer(shutdownGraceSeconds, "FANOUT_SHUTDOWN_GRACE_SECONDS", default: 30, range: 0...3600)
+        let grace = try Settings.integer(
+            shutdownGraceSeconds, "FANOUT_SHUTDOWN_GRACE_SECONDS", default: 30, range: 0...3600)
         configuration.shutdownGrace = .seconds(grace)
         configuration.transport = transport
         configuration.service = service

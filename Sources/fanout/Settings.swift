@@ -1,7 +1,7 @@
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Resolves an option from the command line, then the environment, then its default.
@@ -13,7 +13,9 @@ enum Settings {
         return text.isEmpty ? nil : text
     }
 
-    static func integer(_ commandLine: Int?, _ variable: String, default fallback: Int, range: ClosedRange<Int>) throws -> Int {
+    static func integer(_ commandLine: Int?, _ variable: String, default fallback: Int, range: ClosedRange<Int>) throws
+        -> Int
+    {
         let value: Int
         if let commandLine {
             value = commandLine
@@ -24,7 +26,8 @@ enum Settings {
             value = fallback
         }
         guard range.contains(value) else {
-            throw ValidationError("\(variable.lowercased()) must be between \(range.lowerBound) and \(range.upperBound)")
+            throw ValidationError(
+                "\(variable.lowercased()) must be between \(range.lowerBound) and \(range.upperBound)")
         }
         return value
     }

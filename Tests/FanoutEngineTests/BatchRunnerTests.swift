@@ -144,7 +144,8 @@ struct BatchRunnerTests {
     @Test("cancelling the caller stops running operations at once and reports them cancelled")
     func cancellationReachesOperations() async throws {
         let batch = try decode(
-            #"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": 10000}}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#)
+            #"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": 10000}}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#
+        )
         let clock = ContinuousClock()
         let start = clock.now
         let task = Task { await BatchRunner.run(batch) { .shutdown } }
@@ -161,10 +162,15 @@ struct BatchRunnerTests {
     @Test("the response body has the documented shape and summary")
     func encodesResult() async throws {
         let result = try await run(
-            #"{"tasks": [{"id": "q\"uote", "op": "echo", "input": "x"}, {"id": "f", "op": "fail", "input": {"code": "c", "message": "line\nbreak"}}]}"#)
+            #"{"tasks": [{"id": "q\"uote", "op": "echo", "input": "x"}, {"id": "f", "op": "fail", "input": {"code": "c", "message": "line\nbreak"}}]}"#
+        )
         let text = result.text
-        #expect(text.hasPrefix(#"{"status":"partial","results":[{"id":"q\"uote","status":"succeeded","output":"x","duration_ms":"#))
-        #expect(text.contains(#"{"id":"f","status":"failed","error":{"code":"c","message":"line\nbreak"},"duration_ms":"#))
-        #expect(text.contains(#""summary":{"total":2,"succeeded":1,"failed":1,"skipped":0,"cancelled":0,"duration_ms":"#))
+        #expect(
+            text.hasPrefix(
+                #"{"status":"partial","results":[{"id":"q\"uote","status":"succeeded","output":"x","duration_ms":"#))
+        #expect(
+            text.contains(#"{"id":"f","status":"failed","error":{"code":"c","message":"line\nbreak"},"duration_ms":"#))
+        #expect(
+            text.contains(#""summary":{"total":2,"succeeded":1,"failed":1,"skipped":0,"cancelled":0,"duration_ms":"#))
     }
 }

@@ -21,13 +21,22 @@ struct BatchValidationTests {
             (#"{"tasks": [{"id": "a", "op": "sleep", "input": {}}]}"#, "input.ms", "required"),
             (#"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": "x"}}]}"#, "input.ms", "integer"),
             (#"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": -1}}]}"#, "input.ms", "between"),
-            (#"{"tasks": [{"id": "a", "op": "hash", "input": {"algorithm": "md5", "data": ""}}]}"#, "input.algorithm", "sha256"),
-            (#"{"tasks": [{"id": "a", "op": "hash", "input": {"algorithm": "sha256", "data": "!", "encoding": "base64"}}]}"#, "input.data", "base64"),
+            (
+                #"{"tasks": [{"id": "a", "op": "hash", "input": {"algorithm": "md5", "data": ""}}]}"#,
+                "input.algorithm", "sha256"
+            ),
+            (
+                #"{"tasks": [{"id": "a", "op": "hash", "input": {"algorithm": "sha256", "data": "!", "encoding": "base64"}}]}"#,
+                "input.data", "base64"
+            ),
             (#"{"tasks": [{"id": "a", "op": "echo"}, {"id": "a", "op": "echo"}]}"#, "id", "duplicate"),
             (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": ["b"]}]}"#, "depends_on", "unknown task id"),
             (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": ["a"]}]}"#, "depends_on", "itself"),
             (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": "b"}]}"#, "depends_on", "array"),
-            (#"{"tasks": [{"id": "a", "op": "echo", "depends_on": ["b"]}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#, "depends_on", "cycle"),
+            (
+                #"{"tasks": [{"id": "a", "op": "echo", "depends_on": ["b"]}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#,
+                "depends_on", "cycle"
+            ),
             (#"{"tasks": [{"id": "a", "op": "echo", "timeout_ms": 0}]}"#, "timeout_ms", "positive integer"),
             (#"{"tasks": [{"id": "a", "op": "echo", "timeout_ms": 1.5}]}"#, "timeout_ms", "positive integer"),
             (#"{"tasks": [{"id": "a", "op": "echo", "colour": 1}]}"#, "colour", "not a task field"),

@@ -19,7 +19,8 @@ struct OperationTests {
         ])
     func hashes(algorithm: String, data: String, encoding: String, digest: String) async throws {
         let result = try await run(
-            #"{"tasks": [{"id": "h", "op": "hash", "input": {"algorithm": "\#(algorithm)", "data": "\#(data)", "encoding": "\#(encoding)"}}]}"#)
+            #"{"tasks": [{"id": "h", "op": "hash", "input": {"algorithm": "\#(algorithm)", "data": "\#(data)", "encoding": "\#(encoding)"}}]}"#
+        )
         #expect(result["h"]?.output?.description == #"{"digest":"\#(digest)"}"#)
     }
 
@@ -33,7 +34,8 @@ struct OperationTests {
     @Test("echo returns the input bytes unchanged, null by default")
     func echoes() async throws {
         let result = try await run(
-            #"{"tasks": [{"id": "e", "op": "echo", "input": {"a" : [1.5e3, true, null, "\u00e9"]}}, {"id": "n", "op": "echo"}]}"#)
+            #"{"tasks": [{"id": "e", "op": "echo", "input": {"a" : [1.5e3, true, null, "\u00e9"]}}, {"id": "n", "op": "echo"}]}"#
+        )
         #expect(result["e"]?.output?.description == #"{"a" : [1.5e3, true, null, "\u00e9"]}"#)
         #expect(result["n"]?.output?.description == "null")
     }

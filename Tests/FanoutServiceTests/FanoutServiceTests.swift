@@ -7,7 +7,8 @@ import Testing
 private func makeService(_ configure: (inout FanoutService.Configuration) -> Void = { _ in }) -> FanoutService {
     var configuration = FanoutService.Configuration()
     configure(&configuration)
-    return FanoutService(configuration: configuration, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    return FanoutService(
+        configuration: configuration, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
 }
 
 private func request(
@@ -57,7 +58,9 @@ struct FanoutServiceTests {
     func problemDocuments() async {
         let response = await makeService().handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"x"}]}"#))
         #expect(response.header("Content-Type") == "application/problem+json")
-        #expect(response.text.hasPrefix(#"{"type":"/problems/invalid-request","title":"Invalid request","status":400,"detail":"#))
+        #expect(
+            response.text.hasPrefix(
+                #"{"type":"/problems/invalid-request","title":"Invalid request","status":400,"detail":"#))
         #expect(response.text.contains(#""errors":[{"task":"a","field":"op","message":"unknown operation 'x'"#))
     }
 
@@ -70,7 +73,8 @@ struct FanoutServiceTests {
     @Test(
         "only JSON bodies are accepted",
         arguments: [
-            ("application/json", 200), ("application/json; charset=utf-8", 200), ("Application/JSON;charset=\"UTF-8\"", 200),
+            ("application/json", 200), ("application/json; charset=utf-8", 200),
+            ("Application/JSON;charset=\"UTF-8\"", 200),
             ("application/json; charset=latin1", 415), ("text/plain", 415), (nil, 415),
         ] as [(String?, Int)])
     func mediaTypes(contentType: String?, status: Int) async {
@@ -89,7 +93,10 @@ struct FanoutServiceTests {
     @Test("past the batches-in-flight limit the answer is an immediate 503 with Retry-After")
     func shedsLoad() async throws {
         let service = makeService { $0.maximumBatchesInFlight = 1 }
-        let slow = Task { await service.handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":300}}]}"#)) }
+        let slow = Task {
+            await service.handle(
+                request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":300}}]}"#))
+        }
         while service.batchesInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
         let shed = await service.handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"echo"}]}"#))
         #expect(shed.status == 503)
@@ -101,11 +108,15 @@ struct FanoutServiceTests {
     @Test("while draining, health and new work answer 503 but running batches finish")
     func drains() async throws {
         let service = makeService()
-        let running = Task { await service.handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":200}}]}"#)) }
+        let running = Task {
+            await service.handle(
+                request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":200}}]}"#))
+        }
         while service.batchesInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
         service.beginDraining()
         #expect(await service.handle(request("GET", "/healthz")).status == 503)
-        #expect(await service.handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"echo"}]}"#)).status == 503)
+        #expect(
+            await service.handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"echo"}]}"#)).status == 503)
         let finished = await running.value
         #expect(finished.status == 200)
         #expect(finished.text.contains(#""status":"succeeded""#))
@@ -114,7 +125,10 @@ struct FanoutServiceTests {
     @Test("a batch cancelled for shutdown reports its unfinished tasks as shutdown")
     func shutdownCancellation() async throws {
         let service = makeService()
-        let running = Task { await service.handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":10000}}]}"#)) }
+        let running = Task {
+            await service.handle(
+                request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":10000}}]}"#))
+        }
         while service.batchesInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
         service.markShuttingDown()
         running.cancel()

@@ -5,7 +5,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Echoes the body back, reporting what it saw; `/slow` waits 10 s (or until cancelled).
@@ -55,7 +55,10 @@ private struct FastCGIClient {
     static func length(_ count: Int) -> [UInt8] {
         count < 128
             ? [UInt8(count)]
-            : [UInt8(0x80 | (count >> 24)), UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF), UInt8(count & 0xFF)]
+            : [
+                UInt8(0x80 | (count >> 24)), UInt8((count >> 16) & 0xFF), UInt8((count >> 8) & 0xFF),
+                UInt8(count & 0xFF),
+            ]
     }
 
     /// Sends one request whose body is split into `chunks` records.
@@ -66,7 +69,8 @@ private struct FastCGIClient {
             ("REQUEST_METHOD", method), ("DOCUMENT_URI", path), ("CONTENT_LENGTH", "\(body.count)"),
             ("CONTENT_TYPE", "application/octet-stream"),
         ] {
-            parameters += Self.length(name.utf8.count) + Self.length(value.utf8.count) + Array(name.utf8) + Array(value.utf8)
+            parameters +=
+                Self.length(name.utf8.count) + Self.length(value.utf8.count) + Array(name.utf8) + Array(value.utf8)
         }
         bytes += Self.record(4, parameters) + Self.record(4, [])
         let size = max(1, (body.count + chunks - 1) / chunks)
@@ -137,7 +141,8 @@ struct FastCGIServerTests {
         configuration.ioThreads = 2
         let handler = TestHandler()
         let server = try FastCGIServer(
-            configuration: configuration, handler: handler, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            configuration: configuration, handler: handler,
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         server.start()
         do {
             try await body(path, handler)

@@ -301,7 +301,8 @@ public struct BatchDecoder: Sendable {
                 }
                 if target == draft.index || dependencyId == draft.id {
                     issues.append(
-                        ValidationIssue(task: draft.reference, field: "depends_on", message: "a task cannot depend on itself"))
+                        ValidationIssue(
+                            task: draft.reference, field: "depends_on", message: "a task cannot depend on itself"))
                     graphIsComplete = false
                     continue
                 }

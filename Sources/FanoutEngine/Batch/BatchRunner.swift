@@ -164,7 +164,7 @@ struct BatchExecution {
             if stopReason == nil { stopReason = Task.isCancelled ? cancellationCause().error : nil }
             let error = stopReason ?? cancellationCause().error
             resolve(index, TaskResult(id: id, status: .cancelled, error: error, duration: duration))
-            // Its dependents stay unresolved: they are reported cancelled for the same reason.
+        // Its dependents stay unresolved: they are reported cancelled for the same reason.
         }
     }
 

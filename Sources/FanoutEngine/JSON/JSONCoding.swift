@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// The `JSONEncoder`/`JSONDecoder` configuration shared by operations' typed inputs and outputs.

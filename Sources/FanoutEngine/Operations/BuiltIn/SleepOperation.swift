@@ -5,7 +5,11 @@ public struct SleepOperation: Operation {
     }
 
     public struct Output: Encodable, Sendable {
-        public var slept_ms: Int
+        public var sleptMilliseconds: Int
+
+        enum CodingKeys: String, CodingKey {
+            case sleptMilliseconds = "slept_ms"
+        }
     }
 
     public let name = "sleep"
@@ -38,6 +42,6 @@ public struct SleepOperation: Operation {
 
     public func run(_ input: Input) async throws -> Output {
         try await Task.sleep(for: .milliseconds(input.ms))
-        return Output(slept_ms: input.ms)
+        return Output(sleptMilliseconds: input.ms)
     }
 }
