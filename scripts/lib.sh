@@ -13,6 +13,7 @@ ensure_packages() {
     [ -f /usr/include/fcgiapp.h ] || missing+=(libfcgi-dev)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
     local extra
     for extra in "$@"; do
         dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra")

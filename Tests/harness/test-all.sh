@@ -6,7 +6,10 @@ source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$FANOUT_ROOT"
 
 ensure_packages jq
-python3 -c "import yaml, jsonschema" 2>/dev/null || python3 -m pip install --quiet pyyaml jsonschema
+# The OpenAPI check needs PyYAML and jsonschema: from pip where python3 has it, else from Debian.
+if ! python3 -c "import yaml, jsonschema" 2>/dev/null; then
+    python3 -m pip install --quiet pyyaml jsonschema 2>/dev/null || ensure_packages python3-yaml python3-jsonschema
+fi
 log "building"
 swift build --build-tests
 log "unit tests"
