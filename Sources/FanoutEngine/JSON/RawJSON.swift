@@ -54,6 +54,17 @@ public struct RawJSON: Sendable, Hashable, CustomStringConvertible {
         try JSONCoding.decode(type, from: bytes)
     }
 
+    /// Decodes the value as an operation's input, describing any mismatch in JSON terms.
+    ///
+    /// - Throws: ``InputError`` naming the offending field; Swift type names never reach a client.
+    public func decodeInput<Value: Decodable>(_ type: Value.Type) throws(InputError) -> Value {
+        do {
+            return try decode(type)
+        } catch {
+            throw InputError(decodingError: error)
+        }
+    }
+
     /// A syntax error in JSON text.
     public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
         /// Byte offset of the problem in the text.

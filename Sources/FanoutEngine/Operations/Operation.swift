@@ -57,13 +57,7 @@ extension Operation {
 extension Operation where Input: Decodable {
     /// Decodes the input with `JSONDecoder`, translating decoding errors into ``InputError``.
     public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
-        do {
-            return try json.decode(Input.self)
-        } catch let error as InputError {
-            throw error
-        } catch {
-            throw InputError(decodingError: error)
-        }
+        try json.decodeInput(Input.self)
     }
 }
 

@@ -17,12 +17,7 @@ public struct FailOperation: Operation {
     public init() {}
 
     public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
-        let input: Input
-        do {
-            input = try json.decode(Input.self)
-        } catch {
-            throw InputError(decodingError: error)
-        }
+        let input = try json.decodeInput(Input.self)
         guard (1...64).contains(input.code.count) else {
             throw InputError(path: "code", "must be 1 to 64 characters")
         }

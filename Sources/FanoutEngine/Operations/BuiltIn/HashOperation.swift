@@ -41,12 +41,7 @@ public struct HashOperation: Operation {
     public init() {}
 
     public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
-        let wire: WireInput
-        do {
-            wire = try json.decode(WireInput.self)
-        } catch {
-            throw InputError(decodingError: error)
-        }
+        let wire = try json.decodeInput(WireInput.self)
         guard let algorithm = Algorithm(rawValue: wire.algorithm) else {
             throw InputError(path: "algorithm", "must be one of sha256, sha384, sha512")
         }

@@ -28,12 +28,7 @@ public struct SleepOperation: Operation {
     }
 
     public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
-        let input: Input
-        do {
-            input = try json.decode(Input.self)
-        } catch {
-            throw InputError(decodingError: error)
-        }
+        let input = try json.decodeInput(Input.self)
         guard (0...maximumMilliseconds).contains(input.ms) else {
             throw InputError(path: "ms", "must be between 0 and \(maximumMilliseconds)")
         }
