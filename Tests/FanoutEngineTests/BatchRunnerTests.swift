@@ -25,7 +25,7 @@ struct BatchRunnerTests {
             #"""
             {"tasks": [
               {"id": "d", "op": "probe", "input": {"id": "d", "ms": 5}, "depends_on": ["b", "c"]},
-              {"id": "b", "op": "probe", "input": {"id": "b", "ms": 30}, "depends_on": ["a"]},
+              {"id": "b", "op": "probe", "input": {"id": "b", "ms": 120}, "depends_on": ["a"]},
               {"id": "c", "op": "probe", "input": {"id": "c", "ms": 10}, "depends_on": ["a"]},
               {"id": "a", "op": "probe", "input": {"id": "a", "ms": 10}}
             ]}
@@ -124,7 +124,7 @@ struct BatchRunnerTests {
     @Test("no more tasks run at once than the batch's concurrency", arguments: [1, 3, 8])
     func enforcesConcurrencyLimit(concurrency: Int) async throws {
         let recorder = ProbeRecorder()
-        let tasks = (0..<12).map { #"{"id": "t\#($0)", "op": "probe", "input": {"id": "t\#($0)", "ms": 15}}"# }
+        let tasks = (0..<12).map { #"{"id": "t\#($0)", "op": "probe", "input": {"id": "t\#($0)", "ms": 60}}"# }
         let result = try await run(
             #"{"tasks": [\#(tasks.joined(separator: ","))], "concurrency": \#(concurrency)}"#, recorder: recorder)
         #expect(result.status == .succeeded)
