@@ -97,7 +97,8 @@ public final class FastCGIServer: Sendable {
 
     /// Cancels the handler task of every request in flight.
     public func cancelInFlight() {
-        let tasks = state.withLock { state in state.entries.values.compactMap { $0.phase == .handling ? $0.task : nil }
+        let tasks = state.withLock { state in
+            state.entries.values.compactMap { $0.phase == .handling ? $0.task : nil }
         }
         for task in tasks { task.cancel() }
     }

@@ -109,6 +109,15 @@ struct BatchRunnerTests {
         #expect(result.duration < .seconds(2))
     }
 
+    @Test("an operation that cancels itself stops nothing else")
+    func selfCancellationIsLocal() async throws {
+        let result = try await run(
+            #"{"tasks": [{"id": "q", "op": "quit"}, {"id": "s", "op": "sleep", "input": {"ms": 30}}]}"#)
+        #expect(result["q"]?.status == .cancelled)
+        #expect(result["q"]?.error?.code == "cancelled")
+        #expect(result["s"]?.status == .succeeded)
+    }
+
     @Test("on_error continue lets siblings of a failure finish")
     func continuesPastFailure() async throws {
         let result = try await run(

@@ -1,5 +1,6 @@
 import FanoutEngine
 import Synchronization
+import Testing
 
 /// Records when tasks of the `probe` operation run, to check ordering and concurrency.
 final class ProbeRecorder: Sendable {
@@ -65,6 +66,7 @@ struct ProbeOperation: Operation {
 func makeDecoder(recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits = EngineLimits()) -> BatchDecoder {
     var registry = OperationRegistry.builtIns(limits: limits)
     registry.register(ProbeOperation(recorder: recorder))
+    registry.register(QuitOperation())
     return BatchDecoder(registry: registry, limits: limits)
 }
 
@@ -91,4 +93,30 @@ extension Duration {
         let (seconds, attoseconds) = components
         return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
+}
+
+/// `quit`: throws `CancellationError` by itself, though nobody cancelled it.
+struct QuitOperation: Operation {
+    let name = "quit"
+    let summary = "Test operation."
+    let inputSchema: RawJSON = "{}"
+
+    func decodeInput(_ json: RawJSON) throws(InputError) {}
+
+    func run(_ input: Void) async throws -> Int { throw CancellationError() }
+
+    func encodeOutput(_ output: Int) throws -> RawJSON { .null }
+}
+
+/// The issues `decode` reports for `body`; records a test issue if it accepts the body.
+func issues(for body: String, limits: EngineLimits = EngineLimits()) -> [ValidationIssue] {
+    do {
+        _ = try decode(body, limits: limits)
+        Issue.record("accepted an invalid batch: \(body)")
+    } catch let error as BatchValidationError {
+        return error.issues
+    } catch {
+        Issue.record("unexpected error \(error)")
+    }
+    return []
 }

@@ -20,6 +20,13 @@ private func request(
     return FastCGIRequest(parameters: parameters, body: Array(body.utf8), bodyTooLarge: bodyTooLarge)
 }
 
+/// Starts `body` as a batch and returns once the service counts it in flight.
+private func startBatch(_ service: FanoutService, _ body: String) async throws -> Task<FastCGIResponse, Never> {
+    let task = Task { await service.handle(request("POST", "/batch", body: body)) }
+    while service.batchesInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
+    return task
+}
+
 extension FastCGIResponse {
     fileprivate var text: String { String(decoding: body, as: UTF8.self) }
     fileprivate func header(_ name: String) -> String? { headers.first { $0.name == name }?.value }
@@ -93,11 +100,7 @@ struct FanoutServiceTests {
     @Test("past the batches-in-flight limit the answer is an immediate 503 with Retry-After")
     func shedsLoad() async throws {
         let service = makeService { $0.maximumBatchesInFlight = 1 }
-        let slow = Task {
-            await service.handle(
-                request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":300}}]}"#))
-        }
-        while service.batchesInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        let slow = try await startBatch(service, #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":300}}]}"#)
         let shed = await service.handle(request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"echo"}]}"#))
         #expect(shed.status == 503)
         #expect(shed.header("Retry-After") == "1")
@@ -108,11 +111,7 @@ struct FanoutServiceTests {
     @Test("while draining, health and new work answer 503 but running batches finish")
     func drains() async throws {
         let service = makeService()
-        let running = Task {
-            await service.handle(
-                request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":200}}]}"#))
-        }
-        while service.batchesInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        let running = try await startBatch(service, #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":200}}]}"#)
         service.beginDraining()
         #expect(await service.handle(request("GET", "/healthz")).status == 503)
         #expect(
@@ -125,11 +124,7 @@ struct FanoutServiceTests {
     @Test("a batch cancelled for shutdown reports its unfinished tasks as shutdown")
     func shutdownCancellation() async throws {
         let service = makeService()
-        let running = Task {
-            await service.handle(
-                request("POST", "/batch", body: #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":10000}}]}"#))
-        }
-        while service.batchesInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        let running = try await startBatch(service, #"{"tasks":[{"id":"a","op":"sleep","input":{"ms":10000}}]}"#)
         service.markShuttingDown()
         running.cancel()
         let response = await running.value

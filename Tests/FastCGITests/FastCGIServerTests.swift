@@ -126,6 +126,21 @@ private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) a
     }
 }
 
+@Suite("FastCGI requests")
+struct FastCGIRequestTests {
+    @Test("headers are found under nginx's HTTP_ names, whatever their case and dashes")
+    func findsHeaders() {
+        let request = FastCGIRequest(parameters: [
+            "HTTP_IDEMPOTENCY_KEY": "k1", "HTTP_ACCEPT": "application/x-ndjson", "REQUEST_URI": "/batch?x=1",
+        ])
+        #expect(request.header("Idempotency-Key") == "k1")
+        #expect(request.header("accept") == "application/x-ndjson")
+        #expect(request.header("Prefer") == nil)
+        #expect(request.path == "/batch")
+        #expect(request.method == "GET")
+    }
+}
+
 @Suite("FastCGI transport", .serialized)
 struct FastCGIServerTests {
     private func withServer(

@@ -68,12 +68,16 @@ public struct BatchDecoder: Sendable {
             case "tasks":
                 drafts = try decodeTasks(&scanner, issues: &issues)
             case "concurrency":
-                if let value = try readPositiveInteger(&scanner, task: nil, field: key, issues: &issues) {
+                if let value = try readPositiveInteger(&scanner) {
                     concurrency = min(value, limits.maximumConcurrency)
+                } else {
+                    issues.append(ValidationIssue(task: nil, field: key, message: Self.positiveIntegerMessage))
                 }
             case "timeout_ms":
-                if let value = try readPositiveInteger(&scanner, task: nil, field: key, issues: &issues) {
+                if let value = try readPositiveInteger(&scanner) {
                     timeoutMilliseconds = min(value, limits.maximumBatchTimeoutMilliseconds)
+                } else {
+                    issues.append(ValidationIssue(task: nil, field: key, message: Self.positiveIntegerMessage))
                 }
             case "on_error":
                 let policy: ErrorPolicy?
@@ -225,9 +229,8 @@ public struct BatchDecoder: Sendable {
                     }
                 }
             default:  // "timeout_ms"
-                var local: [ValidationIssue] = []
-                draft.timeoutMilliseconds = try readPositiveInteger(&scanner, task: nil, field: key, issues: &local)
-                fieldIssues.append(contentsOf: local.map { ($0.field, $0.message) })
+                draft.timeoutMilliseconds = try readPositiveInteger(&scanner)
+                if draft.timeoutMilliseconds == nil { fieldIssues.append((key, Self.positiveIntegerMessage)) }
             }
         }
 
@@ -253,18 +256,16 @@ public struct BatchDecoder: Sendable {
         return draft
     }
 
-    private func readPositiveInteger(
-        _ scanner: inout JSONScanner, task: ValidationIssue.TaskReference?, field: String,
-        issues: inout [ValidationIssue]
-    ) throws -> Int? {
-        if try scanner.peekKind() == .number {
-            let value = try scanner.readNumber()
-            if value >= 1, value <= 1e15, value.rounded() == value { return Int(value) }
-        } else {
+    private static let positiveIntegerMessage = "must be a positive integer"
+
+    /// Consumes the next value; returns it when it is a positive integer, `nil` otherwise.
+    private func readPositiveInteger(_ scanner: inout JSONScanner) throws -> Int? {
+        guard try scanner.peekKind() == .number else {
             _ = try scanner.skipValue()
+            return nil
         }
-        issues.append(ValidationIssue(task: task, field: field, message: "must be a positive integer"))
-        return nil
+        let value = try scanner.readNumber()
+        return value >= 1 && value <= 1e15 && value.rounded() == value ? Int(value) : nil
     }
 
     // MARK: Graph

@@ -15,62 +15,78 @@ public struct BatchResult: Sendable {
     /// How long the batch ran.
     public let duration: Duration
 
+    /// How many tasks ended with each status.
+    public struct Summary: Sendable, Equatable {
+        public var succeeded = 0
+        public var failed = 0
+        public var skipped = 0
+        public var cancelled = 0
+
+        /// How many tasks ended with `status`.
+        public func count(_ status: TaskStatus) -> Int {
+            switch status {
+            case .succeeded: succeeded
+            case .failed: failed
+            case .skipped: skipped
+            case .cancelled: cancelled
+            }
+        }
+    }
+
+    /// How many tasks ended with each status.
+    public var summary: Summary {
+        var summary = Summary()
+        for result in results {
+            switch result.status {
+            case .succeeded: summary.succeeded += 1
+            case .failed: summary.failed += 1
+            case .skipped: summary.skipped += 1
+            case .cancelled: summary.cancelled += 1
+            }
+        }
+        return summary
+    }
+
     /// How many tasks ended with `status`.
     public func count(_ status: TaskStatus) -> Int {
-        results.reduce(0) { $0 + ($1.status == status ? 1 : 0) }
+        summary.count(status)
     }
 
     /// `succeeded` when every task succeeded, `failed` when none did, otherwise `partial`.
     public var status: Status {
-        let succeeded = count(.succeeded)
-        if succeeded == results.count { return .succeeded }
-        return succeeded == 0 ? .failed : .partial
+        Self.status(of: summary, total: results.count)
+    }
+
+    private static func status(of summary: Summary, total: Int) -> Status {
+        if summary.succeeded == total { return .succeeded }
+        return summary.succeeded == 0 ? .failed : .partial
     }
 
     /// The response body: `{"status": …, "results": […], "summary": {…}}`.
     public func jsonBytes() -> [UInt8] {
+        let summary = summary
         var writer = JSONWriter(reservingCapacity: 128 + results.count * 96)
-        writer.raw(#"{"status":""#)
-        switch status {
-        case .succeeded: writer.raw("succeeded")
-        case .failed: writer.raw("failed")
-        case .partial: writer.raw("partial")
-        }
-        writer.raw(#"","results":["#)
+        writer.raw(#"{"status":"#)
+        writer.string(Self.status(of: summary, total: results.count).rawValue)
+        writer.raw(#","results":["#)
         for (index, result) in results.enumerated() {
             if index > 0 { writer.raw(",") }
             Self.write(result, to: &writer)
         }
-        writer.raw("],")
-        writeSummary(to: &writer)
-        writer.raw("}")
-        return writer.bytes
-    }
-
-    /// Writes `"summary":{…}`.
-    func writeSummary(to writer: inout JSONWriter) {
-        var counts = [0, 0, 0, 0]
-        for result in results {
-            switch result.status {
-            case .succeeded: counts[0] += 1
-            case .failed: counts[1] += 1
-            case .skipped: counts[2] += 1
-            case .cancelled: counts[3] += 1
-            }
-        }
-        writer.raw(#""summary":{"total":"#)
+        writer.raw(#"],"summary":{"total":"#)
         writer.integer(results.count)
         writer.raw(#","succeeded":"#)
-        writer.integer(counts[0])
+        writer.integer(summary.succeeded)
         writer.raw(#","failed":"#)
-        writer.integer(counts[1])
+        writer.integer(summary.failed)
         writer.raw(#","skipped":"#)
-        writer.integer(counts[2])
+        writer.integer(summary.skipped)
         writer.raw(#","cancelled":"#)
-        writer.integer(counts[3])
+        writer.integer(summary.cancelled)
         writer.raw(#","duration_ms":"#)
         writer.milliseconds(duration)
-        writer.raw("}")
+        writer.raw("}}")
+        return writer.bytes
     }
 
     /// Writes one task result object.

@@ -160,11 +160,12 @@ struct BatchExecution {
             }
             skipDependents(of: index)
         case .interrupted:
-            // The operation saw cancellation: the batch is stopping, or the client went away.
-            if stopReason == nil { stopReason = Task.isCancelled ? cancellationCause().error : nil }
-            let error = stopReason ?? cancellationCause().error
+            // The operation saw cancellation: the batch is stopping (stopReason is set), or the
+            // caller was cancelled; an operation cancelling itself stops nothing else. Dependents
+            // stay unresolved and `finish` reports them cancelled for the same reason.
+            if stopReason == nil, Task.isCancelled { stopReason = cancellationCause().error }
+            let error = stopReason ?? TaskError(code: "cancelled", message: "the operation was cancelled")
             resolve(index, TaskResult(id: id, status: .cancelled, error: error, duration: duration))
-        // Its dependents stay unresolved: they are reported cancelled for the same reason.
         }
     }
 

@@ -53,10 +53,8 @@ public struct InputError: Error, Sendable, Equatable {
     private static func jsonKind(of type: Any.Type) -> String {
         // Containers are matched by name: the decoder reports its own container types here.
         let name = String(describing: type)
-        if name.hasPrefix("Dictionary") || name.contains("KeyedDecodingContainer") && !name.contains("Unkeyed") {
-            return "an object"
-        }
         if name.hasPrefix("Array") || name.contains("UnkeyedDecodingContainer") { return "an array" }
+        if name.hasPrefix("Dictionary") || name.contains("KeyedDecodingContainer") { return "an object" }
         return switch type {
         case is String.Type: "a string"
         case is Bool.Type: "a boolean"
