@@ -16,8 +16,9 @@ extension FastCGIServer {
         /// Whether a TCP listener may bind an address outside 127.0.0.0/8. The FastCGI socket
         /// must not be reachable from other machines.
         public var allowNonLoopback = false
-        /// Threads that run libfcgi's blocking reads and writes.
-        public var ioThreads = 8
+        /// Event loops: threads of our own that do libfcgi's blocking reads and writes and run the
+        /// handlers' tasks. One per core is right unless handlers do long CPU-bound work.
+        public var ioThreads = 2
         /// The most connections open at once; past it, new connections wait in the listen backlog.
         /// Kept under 1024 because libfcgi uses `select()` on some paths.
         public var maximumConnections = 512

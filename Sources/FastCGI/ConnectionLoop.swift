@@ -1,0 +1,205 @@
+import CLinux
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One event loop's connections: accepts, reads, runs handlers and writes responses for them.
+///
+/// Everything here runs on the loop's thread: socket events arrive there, and the handler tasks
+/// it starts prefer the loop as their executor, so they resume there too.
+final class ConnectionLoop: @unchecked Sendable {
+    // @unchecked: all mutable state is touched only on `loop`'s thread.
+
+    private enum Phase {
+        /// The request is being read.
+        case reading
+        /// The handler is running; a hang-up cancels it.
+        case handling
+        /// The response is being written.
+        case writing
+        /// Kept open by nginx between requests; readable means the next request.
+        case idle
+    }
+
+    private struct Entry {
+        let connection: FastCGIConnection
+        var phase: Phase
+        var task: Task<Void, Never>?
+    }
+
+    private static let listenerToken: UInt64 = 1
+    /// How long one blocking read or write may wait on a peer before the connection is dropped.
+    private static let socketTimeoutSeconds = 10
+
+    private let shared: FastCGIServer.Shared
+    private let loop: EventLoop
+    private var entries: [UInt64: Entry] = [:]
+    private var nextToken: UInt64 = 2
+    private var listening = false
+
+    init(shared: FastCGIServer.Shared) throws(FastCGIServerError) {
+        self.shared = shared
+        loop = try EventLoop()
+    }
+
+    func start(name: String) {
+        loop.start(name: name) { [unowned self] token, events in handle(token: token, events: events) }
+        loop.execute { self.armListener() }
+    }
+
+    /// Runs `body` on the loop thread.
+    func execute(_ body: @escaping @Sendable () -> Void) {
+        loop.execute(body)
+    }
+
+    /// Stops the thread and closes every connection.
+    func stop() {
+        loop.stop()
+        entries = [:]  // the thread is gone: dropping the entries closes their descriptors
+    }
+
+    // MARK: On the loop thread
+
+    func armListener() {
+        guard !listening, shared.accepting.load(ordering: .acquiring) else { return }
+        listening = true
+        // EPOLLEXCLUSIVE: a new connection wakes one loop, not all of them.
+        loop.epoll.add(shared.listener, events: EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue, token: Self.listenerToken)
+    }
+
+    func disarmListener() {
+        guard listening else { return }
+        listening = false
+        loop.epoll.remove(shared.listener)
+    }
+
+    func cancelHandlers() {
+        for entry in entries.values where entry.phase == .handling { entry.task?.cancel() }
+    }
+
+    private func handle(token: UInt64, events: UInt32) {
+        if token == Self.listenerToken {
+            acceptConnections()
+            return
+        }
+        guard let entry = entries[token] else { return }  // closed earlier in the same batch of events
+        switch entry.phase {
+        case .idle:
+            // The next request on a kept connection, or nginx closing it.
+            entries[token]?.phase = .reading
+            shared.activeRequests.add(1, ordering: .relaxed)
+            readRequest(token, entry.connection)
+        case .handling:
+            // nginx closes the connection when its client goes away.
+            entry.task?.cancel()
+        case .reading, .writing:
+            break
+        }
+    }
+
+    private func acceptConnections() {
+        // A few per wake-up, so that other loops get their share of a burst.
+        for _ in 0..<4 {
+            guard shared.accepting.load(ordering: .acquiring) else {
+                disarmListener()
+                return
+            }
+            guard shared.connections.load(ordering: .relaxed) < shared.configuration.maximumConnections else {
+                pauseListening()
+                return
+            }
+            let fd = fanout_accept(shared.listener)
+            if fd < 0 {
+                switch errno {
+                case EAGAIN, EWOULDBLOCK, EINTR: return
+                case ECONNABORTED, EPROTO: continue
+                default:
+                    // Out of descriptors, most likely: wait for a connection to close.
+                    shared.logger.error("accept failed", metadata: ["errno": "\(errno)"])
+                    pauseListening()
+                    return
+                }
+            }
+            Self.setTimeouts(fd)
+            shared.connections.add(1, ordering: .relaxed)
+            shared.activeRequests.add(1, ordering: .relaxed)
+            let token = nextToken
+            nextToken += 1
+            let connection = FastCGIConnection(fileDescriptor: fd)
+            entries[token] = Entry(connection: connection, phase: .reading)
+            // Registered disarmed; each phase arms it for what it waits for.
+            loop.epoll.add(fd, events: EPOLLONESHOT.rawValue, token: token)
+            readRequest(token, connection)
+        }
+    }
+
+    private func pauseListening() {
+        disarmListener()
+        shared.listenerPaused.store(true, ordering: .relaxed)
+        // A connection may have closed between the check and the flag: look again.
+        if shared.connections.load(ordering: .relaxed) < shared.configuration.maximumConnections,
+            shared.listenerPaused.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
+        {
+            armListener()
+        }
+    }
+
+    private func readRequest(_ token: UInt64, _ connection: FastCGIConnection) {
+        switch connection.readRequest(maximumBodyBytes: shared.configuration.maximumBodyBytes) {
+        case .closed:
+            remove(token)
+        case .request(let parameters, let body, let bodyTooLarge):
+            let request = FastCGIRequest(
+                parameters: parameters, body: body, bodyTooLarge: bodyTooLarge, receivedAt: .now)
+            entries[token]?.phase = .handling
+            loop.epoll.modify(
+                connection.fileDescriptor, events: EPOLLRDHUP.rawValue | EPOLLONESHOT.rawValue, token: token)
+            let handler = shared.handler
+            // The task's first job is queued on this loop and runs after this event is handled,
+            // so its handle is stored before it can finish.
+            entries[token]?.task = Task(executorPreference: loop) {
+                let response = await handler.handle(request)
+                self.finish(token, response)
+            }
+        }
+    }
+
+    /// Writes the response; called at the end of the handler's task.
+    private func finish(_ token: UInt64, _ response: FastCGIResponse) {
+        guard loop.isCurrent else {
+            // The handler ended somewhere else (an actor, say): write from the loop.
+            loop.execute { self.finish(token, response) }
+            return
+        }
+        guard let connection = entries[token]?.connection else { return }
+        entries[token]?.phase = .writing
+        entries[token]?.task = nil
+        if connection.respond(head: response.head(), body: response.body) {
+            entries[token]?.phase = .idle
+            shared.activeRequests.subtract(1, ordering: .relaxed)
+            loop.epoll.modify(
+                connection.fileDescriptor, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLONESHOT.rawValue,
+                token: token)
+        } else {
+            remove(token)
+        }
+    }
+
+    private func remove(_ token: UInt64) {
+        guard let entry = entries.removeValue(forKey: token) else { return }
+        if entry.phase != .idle { shared.activeRequests.subtract(1, ordering: .relaxed) }
+        let fd = entry.connection.fileDescriptor
+        // Unregister before the descriptor closes (when `entry` is released just below).
+        if fd >= 0 { loop.epoll.remove(fd) }
+        shared.connectionClosed()
+    }
+
+    private static func setTimeouts(_ fd: Int32) {
+        var timeout = timeval(tv_sec: socketTimeoutSeconds, tv_usec: 0)
+        let size = socklen_t(MemoryLayout<timeval>.size)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, size)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, size)
+    }
+}

@@ -1,0 +1,129 @@
+import CLinux
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A thread of our own that waits in its own epoll instance and runs Swift jobs.
+///
+/// It is the `TaskExecutor` of the requests it reads: their handler tasks run here, between
+/// socket events, so a request is read, handled and answered on one thread without hand-offs,
+/// and the loop's connection table needs no lock. Blocking libfcgi calls are allowed here: this
+/// is not Swift's cooperative pool.
+final class EventLoop: TaskExecutor, @unchecked Sendable {
+    // @unchecked: `pending` is guarded by its mutex; everything else is touched only on the loop's
+    // own thread (`onEvent` and queued work both run there).
+
+    private enum Work: Sendable {
+        case job(UnownedJob)
+        case closure(@Sendable () -> Void)
+    }
+
+    private struct Pending {
+        var work: [Work] = []
+        /// True while the thread waits in epoll with nothing queued: submitters must wake it.
+        var sleeping = false
+        var stopped = false
+    }
+
+    let epoll: Epoll
+    private let pending = Mutex(Pending())
+    private var thread: pthread_t?
+
+    /// Handles one epoll event (token, event bits); set once, before the thread starts.
+    private var onEvent: (UInt64, UInt32) -> Void = { _, _ in }
+
+    init() throws(FastCGIServerError) {
+        epoll = try Epoll()
+    }
+
+    /// Starts the thread; `onEvent` handles each socket event on it.
+    func start(name: String, onEvent: @escaping (UInt64, UInt32) -> Void) {
+        self.onEvent = onEvent
+        thread = Self.spawn(name: name) { [unowned self] in run() }
+    }
+
+    /// Whether the caller is running on this loop's thread.
+    var isCurrent: Bool {
+        guard let thread else { return false }
+        return pthread_equal(pthread_self(), thread) != 0
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        submit(.job(UnownedJob(job)))
+    }
+
+    /// Runs `body` on the loop thread, after the work already queued.
+    func execute(_ body: @escaping @Sendable () -> Void) {
+        submit(.closure(body))
+    }
+
+    private func submit(_ work: Work) {
+        let wake = pending.withLock { pending in
+            pending.work.append(work)
+            defer { pending.sleeping = false }
+            return pending.sleeping
+        }
+        if wake { epoll.wake() }
+    }
+
+    /// Runs the work already queued, then stops and joins the thread.
+    func stop() {
+        pending.withLock { $0.stopped = true }
+        epoll.wake()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func run() {
+        let events = UnsafeMutableBufferPointer<epoll_event>.allocate(capacity: 64)
+        defer { events.deallocate() }
+        var batch: [Work] = []
+        while true {
+            let stopped = pending.withLock { pending -> Bool in
+                swap(&batch, &pending.work)
+                pending.sleeping = batch.isEmpty
+                return pending.stopped
+            }
+            if stopped, batch.isEmpty { return }
+            for work in batch {
+                switch work {
+                case .job(let job): job.runSynchronously(on: asUnownedTaskExecutor())
+                case .closure(let body): body()
+                }
+            }
+            // Do not sleep while work may have been queued by what just ran.
+            let count = epoll.wait(into: events, timeoutMilliseconds: batch.isEmpty ? -1 : 0)
+            batch.removeAll(keepingCapacity: true)
+            for index in 0..<count {
+                let token = events[index].data.u64
+                if token == Epoll.wakeToken {
+                    epoll.drainWake()
+                } else {
+                    onEvent(token, events[index].events)
+                }
+            }
+        }
+    }
+
+    /// Starts a named POSIX thread running `body`.
+    private static func spawn(name: String, _ body: @escaping () -> Void) -> pthread_t {
+        final class Box {
+            let body: () -> Void
+            init(_ body: @escaping () -> Void) { self.body = body }
+        }
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let result = pthread_create(
+            &thread, nil,
+            { context in
+                let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
+                box.body()
+                return nil
+            }, context)
+        precondition(result == 0, "pthread_create failed: \(result)")
+        _ = pthread_setname_np(thread, String(name.prefix(15)))
+        return thread
+    }
+}
