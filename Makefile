@@ -1,5 +1,5 @@
 # The two set-up commands of the README, plus the benchmark.
-.PHONY: run test build
+.PHONY: run test bench build
 
 ## Serve Fanout on http://127.0.0.1:$(PORT) (default 8080) behind nginx, until Ctrl-C.
 run:
@@ -8,6 +8,10 @@ run:
 ## Install what is missing, build, run the unit tests and the shell harness.
 test:
 	bash Tests/harness/test-all.sh
+
+## Fanout against the C libfcgi floor and a Node.js peer; writes BENCHMARKS.md (BENCH_SMOKE=1: short run).
+bench:
+	bash bench/run.sh
 
 build:
 	swift build

@@ -1,0 +1,392 @@
+"""`make bench`: Fanout against the FastCGI floor and a Node.js peer, measured in one run.
+
+Each target runs in turn on loopback: Fanout behind nginx (1 worker) with its default
+configuration, the C libfcgi floor behind the same nginx, and the Node.js peer on its own port.
+wrk (2 threads) drives the workloads; the report gives each figure and its ratio to the floor
+and to the peer of the same run, since absolute figures drift between runs on these machines.
+
+Usage: bench.py FANOUT_BINARY FLOOR_BINARY OUTPUT_DIR   (BENCH_SMOKE=1: a short run for CI)
+"""
+import datetime
+import http.client
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+DURATION = os.environ.get("BENCH_DURATION", "1s" if SMOKE else "10s")
+SWEEP = [1, 10, 100, 1000] if SMOKE else [1, 10, 100, 1000, 10000, 100000]
+
+
+def batch(tasks):
+    return json.dumps({"tasks": tasks}, separators=(",", ":"))
+
+
+def echoes(count):
+    return batch([{"id": f"t{i}", "op": "echo", "input": {"n": i}} for i in range(count)])
+
+
+def sleeps(count, ms):
+    return batch([{"id": f"s{i}", "op": "sleep", "input": {"ms": ms}} for i in range(count)])
+
+
+# name: (description, body, wrk threads, connections, latency focus)
+WORKLOADS = {
+    "w1": ("one echo task", echoes(1), 2, 32),
+    "w2": ("100 echo tasks", echoes(100), 2, 32),
+    "w3": ("100 sleeps of 50 ms", sleeps(100, 50), 2, 32),
+    "w4": ("one batch of 10,000 echo tasks, one request at a time", echoes(10000), 1, 1),
+    "w5": ("256 connections, batches of 10 sleeps of 200 ms", sleeps(10, 200), 2, 256),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port, path="/batch", body='{"tasks":[{"id":"a","op":"echo"}]}'):
+    for _ in range(200):
+        try:
+            status, _ = post(port, path, body)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+def post(port, path, body):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", path, body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, data
+
+
+def peak_rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            status = pathlib.Path(f"/proc/{pid}/status").read_text()
+            total += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total
+
+
+def rss_kib(pid):
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+
+
+def children(pid):
+    try:
+        return [int(p) for p in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class Stack:
+    """A responder (under spawn-fcgi) behind nginx, or the peer alone."""
+
+    def __init__(self, kind, binary, workdir):
+        self.kind, self.binary = kind, binary
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"bench-{kind}-", dir=workdir))
+        self.processes = []
+        self.port = free_port()
+
+    def start(self):
+        log = open(self.dir / "responder.log", "w")
+        if self.kind == "peer":
+            responder = subprocess.Popen(
+                ["node", str(ROOT / "bench" / "peer.js")], env={**os.environ, "PORT": str(self.port)},
+                stdout=log, stderr=log)
+            self.processes.append(responder)
+        else:
+            socket_path = self.dir / "fcgi.sock"
+            env = {**os.environ, "FANOUT_LOG_LEVEL": os.environ.get("FANOUT_LOG_LEVEL", "info")}
+            responder = subprocess.Popen(
+                ["spawn-fcgi", "-s", str(socket_path), "-M", "0660", "-n", "--", self.binary],
+                stdout=subprocess.DEVNULL, stderr=log, env=env)
+            self.processes.append(responder)
+            for _ in range(100):
+                if socket_path.exists():
+                    break
+                time.sleep(0.05)
+            template = (ROOT / "nginx" / "fanout-local.conf.template").read_text()
+            # The floor, like any libfcgi responder with a thread per request, stalls when nginx keeps
+            # connections open (each kept connection pins a thread): it is measured at its best,
+            # without keep-alive. Fanout runs with its default configuration, keep-alive on.
+            keep = self.kind == "fanout"
+            values = {
+                "RUN_DIR": str(self.dir), "SOCKET": str(socket_path), "PORT": str(self.port),
+                "KEEP_CONN": "on" if keep else "off", "KEEPALIVE_LINE": "keepalive 32;" if keep else "",
+                "USER_LINE": "user root;" if os.getuid() == 0 else "",
+                "MAX_BODY_BYTES": "8388608", "READ_TIMEOUT": "75s",
+            }
+            for key, value in values.items():
+                template = template.replace(f"@{key}@", value)
+            (self.dir / "nginx.conf").write_text(template)
+            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            self.processes.append(subprocess.Popen(
+                [nginx, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-e", "stderr"],
+                stdout=log, stderr=log))
+        wait_for(self.port)
+
+    @property
+    def responder_pids(self):
+        pid = self.processes[0].pid
+        return [pid] + children(pid)
+
+    def stop(self):
+        for process in reversed(self.processes):
+            process.send_signal(signal.SIGTERM if process is self.processes[0] else signal.SIGQUIT)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wrk(port, body, threads, connections, workdir):
+    script = pathlib.Path(workdir) / "request.lua"
+    (pathlib.Path(workdir) / "body.json").write_text(body)
+    script.write_text(
+        f'local f = io.open("{workdir}/body.json"); local body = f:read("*a"); f:close()\n'
+        'wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = "application/json"\n')
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--timeout", "10s", "--latency",
+         "-s", str(script), f"http://127.0.0.1:{port}/batch"],
+        capture_output=True, text=True, check=True).stdout
+    return parse_wrk(output)
+
+
+def milliseconds(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def parse_wrk(output):
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": milliseconds(re.search(r"50%\s+(\S+)", output).group(1)),
+        "p99": milliseconds(re.search(r"99%\s+(\S+)", output).group(1)),
+        "max": milliseconds(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", output).group(1)),
+        "non2xx": 0, "errors": 0,
+    }
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        result["non2xx"] = int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        result["errors"] = sum(int(g) for g in match.groups())
+    return result
+
+
+def sweep(port):
+    """Median time of one batch of N echo tasks, per task, for each N."""
+    costs = {}
+    for size in SWEEP:
+        body = echoes(size)
+        repeats = 3 if size >= 10000 else 15
+        post(port, "/batch", body)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            status, _ = post(port, "/batch", body)
+            times.append(time.perf_counter() - start)
+            if status != 200:
+                raise RuntimeError(f"sweep {size}: status {status}")
+        costs[size] = statistics.median(times) / size * 1e6  # microseconds per task
+    return costs
+
+
+def measure(kind, binary, workdir):
+    stack = Stack(kind, binary, workdir)
+    stack.start()
+    try:
+        figures = {}
+        for name, (_, body, threads, connections) in WORKLOADS.items():
+            if kind == "floor" and name in ("w3", "w5"):
+                continue  # the floor does no work: a sleep workload would measure nothing
+            figures[name] = wrk(stack.port, body, threads, connections, stack.dir)
+            print(f"  {kind:6} {name}: {figures[name]['rps']:10.1f} req/s  p50 {figures[name]['p50']:8.2f} ms"
+                  f"  p99 {figures[name]['p99']:8.2f} ms", flush=True)
+            if name == "w4":
+                w4_peak = peak_rss_kib(stack.responder_pids)
+        costs = sweep(stack.port) if kind != "floor" else {}
+        memory = {"peak_kib": peak_rss_kib(stack.responder_pids), "w4_peak_kib": w4_peak}
+        if kind == "fanout":
+            # Run everything again: the responder must come back to the same size.
+            memory["after_first_kib"] = rss_kib(stack.processes[0].pid)
+            for name, (_, body, threads, connections) in WORKLOADS.items():
+                wrk(stack.port, body, threads, connections, stack.dir)
+            sweep(stack.port)
+            time.sleep(1)
+            memory["after_second_kib"] = rss_kib(stack.processes[0].pid)
+            memory["peak_kib"] = peak_rss_kib(stack.responder_pids)
+        return {"workloads": figures, "sweep": costs, "memory": memory}
+    finally:
+        stack.stop()
+
+
+def ratio(value, reference):
+    return f"{value / reference:.2f}×" if reference else "—"
+
+
+def machine():
+    cpu = re.search(r"model name\s*:\s*(.*)", pathlib.Path("/proc/cpuinfo").read_text())
+    memory = int(re.search(r"MemTotal:\s+(\d+)", pathlib.Path("/proc/meminfo").read_text()).group(1)) // 1024 // 1024
+    versions = []
+    for command in (["swift", "--version"], ["nginx", "-v"], ["node", "--version"]):
+        try:
+            out = subprocess.run(command, capture_output=True, text=True)
+            versions.append((out.stdout + out.stderr).strip().splitlines()[0])
+        except OSError:
+            pass
+    return (f"{os.cpu_count()} cores ({cpu.group(1) if cpu else platform.machine()}), {memory} GiB, "
+            f"Linux {platform.release()}; " + "; ".join(versions))
+
+
+def targets_check(results):
+    f, floor, peer = (results[k]["workloads"] for k in ("fanout", "floor", "peer"))
+    sweep_costs = results["fanout"]["sweep"]
+    checks = [
+        ("w1 ≥ 0.85 × floor requests/s", f["w1"]["rps"] >= 0.85 * floor["w1"]["rps"]),
+        ("w1 p99 ≤ 2 × floor p99", f["w1"]["p99"] <= 2 * floor["w1"]["p99"]),
+        ("w2 requests/s > peer", f["w2"]["rps"] > peer["w2"]["rps"]),
+        ("w3 p50 ≤ 52 ms", f["w3"]["p50"] <= 52),
+        ("w3 ≥ 600 requests/s", f["w3"]["rps"] >= 600),
+        ("w4 median latency < peer", f["w4"]["p50"] < peer["w4"]["p50"]),
+        ("w4 responder memory < 64 MiB", results["fanout"]["memory"]["w4_peak_kib"] < 64 * 1024),
+        ("w5 no errors, no 5xx", f["w5"]["errors"] == 0 and f["w5"]["non2xx"] == 0),
+        ("w5 p99 < 300 ms", f["w5"]["p99"] < 300),
+    ]
+    flat = [sweep_costs[n] for n in sweep_costs if n >= 100]
+    if flat:
+        checks.append(("cost per task flat within 2× from 100 tasks up", max(flat) <= 2 * min(flat)))
+    memory = results["fanout"]["memory"]
+    checks.append(("memory back to its size after a second full run (within 10%)",
+                   memory["after_second_kib"] <= 1.1 * memory["after_first_kib"]))
+    return checks
+
+
+def report(results, output):
+    lines = [
+        "# Benchmarks", "",
+        f"Measured {datetime.date.today().isoformat()} by `make bench`{' (smoke run)' if SMOKE else ''}: "
+        f"{machine()}.", "",
+        f"wrk with 2 threads for {DURATION} per workload on loopback (w4: 1 thread, 1 connection); nginx with one "
+        "worker in front of Fanout (FastCGI keep-alive on, its default) and of the floor (keep-alive off: a threaded libfcgi "
+        "responder stalls with it); the Node.js peer alone on its own port. "
+        "Ratios compare with the floor and the peer measured in this same run.", "",
+    ]
+    lines += ["| workload | target | requests/s | p50 ms | p99 ms | max ms | errors/non-2xx | "
+              "req/s vs floor | req/s vs peer | p50 vs peer |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, (description, *_rest) in WORKLOADS.items():
+        floor = results["floor"]["workloads"].get(name)
+        peer = results["peer"]["workloads"].get(name)
+        for kind in ("fanout", "floor", "peer"):
+            w = results[kind]["workloads"].get(name)
+            if not w:
+                continue
+            lines.append(
+                f"| {name}: {description} | {kind} | {w['rps']:.0f} | {w['p50']:.2f} | {w['p99']:.2f} | {w['max']:.1f} | "
+                f"{w['errors']}/{w['non2xx']} | {ratio(w['rps'], floor['rps']) if floor else '—'} | "
+                f"{ratio(w['rps'], peer['rps']) if peer else '—'} | {ratio(w['p50'], peer['p50']) if peer else '—'} |")
+    lines += ["", "Cost per task as the batch grows (median of single requests, µs per task):", "",
+              "| tasks | fanout | peer | fanout vs peer |", "|---:|---:|---:|---:|"]
+    for size in SWEEP:
+        fc, pc = results["fanout"]["sweep"][size], results["peer"]["sweep"][size]
+        lines.append(f"| {size} | {fc:.2f} | {pc:.2f} | {ratio(fc, pc)} |")
+    memory = results["fanout"]["memory"]
+    lines += ["", f"Fanout's peak resident memory by the end of w4: {memory['w4_peak_kib'] / 1024:.1f} MiB. "
+              "Peak over the whole run: " + ", ".join(
+        f"{kind} {results[kind]['memory']['peak_kib'] / 1024:.1f} MiB" for kind in ("fanout", "floor", "peer"))
+        + f". Fanout's resident size after a full run: {memory['after_first_kib'] / 1024:.1f} MiB; after a second "
+        f"full run: {memory['after_second_kib'] / 1024:.1f} MiB.", "", "## Targets (issue 3)", ""]
+    for label, ok in targets_check(results):
+        lines.append(f"- {'met' if ok else '**not met**'}: {label}")
+    lines += ["", "![cost per task and requests per second](bench-results.svg)", ""]
+    (output / "BENCHMARKS.md").write_text("\n".join(lines))
+    (output / "bench-results.svg").write_text(chart(results))
+    (output / "bench-results.json").write_text(json.dumps(results, indent=1))
+
+
+def chart(results):
+    """Two panels: µs per task against batch size (log-log), and requests/s per target per workload."""
+    import math
+    width, height = 900, 360
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           'font-size="11"><rect width="100%" height="100%" fill="white"/>']
+    colours = {"fanout": "#1f77b4", "floor": "#7f7f7f", "peer": "#d62728"}
+    # Panel 1: sweep.
+    x0, y0, w, h = 60, 40, 360, 260
+    costs = [c for k in ("fanout", "peer") for c in results[k]["sweep"].values()]
+    low, high = math.log10(min(costs)) - 0.2, math.log10(max(costs)) + 0.2
+    sizes = SWEEP
+    px = lambda i: x0 + w * i / max(1, len(sizes) - 1)
+    py = lambda c: y0 + h - h * (math.log10(c) - low) / (high - low)
+    svg.append(f'<text x="{x0}" y="20" font-size="13">µs per task against tasks per batch (log scale)</text>')
+    svg.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>')
+    for i, size in enumerate(sizes):
+        svg.append(f'<text x="{px(i)}" y="{y0 + h + 15}" text-anchor="middle">{size:,}</text>')
+    for exponent in range(math.ceil(low), math.floor(high) + 1):
+        svg.append(f'<text x="{x0 - 5}" y="{py(10 ** exponent) + 4}" text-anchor="end">{10 ** exponent:g}</text>')
+    for kind in ("fanout", "peer"):
+        points = " ".join(f"{px(i):.1f},{py(results[kind]['sweep'][s]):.1f}" for i, s in enumerate(sizes))
+        svg.append(f'<polyline points="{points}" fill="none" stroke="{colours[kind]}" stroke-width="2"/>')
+    # Panel 2: requests/s, bars grouped by workload, log scale.
+    x0 = 500
+    svg.append(f'<text x="{x0}" y="20" font-size="13">requests/s per workload (log scale)</text>')
+    svg.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>')
+    rates = [wl["rps"] for k in results for wl in results[k]["workloads"].values() if wl["rps"] > 0]
+    low, high = math.log10(min(rates)) - 0.3, math.log10(max(rates)) + 0.1
+    by = lambda r: y0 + h - h * (math.log10(max(r, 10 ** low)) - low) / (high - low)
+    group = w / len(WORKLOADS)
+    for g, name in enumerate(WORKLOADS):
+        svg.append(f'<text x="{x0 + group * (g + 0.5)}" y="{y0 + h + 15}" text-anchor="middle">{name}</text>')
+        for b, kind in enumerate(("fanout", "floor", "peer")):
+            wl = results[kind]["workloads"].get(name)
+            if wl:
+                bx = x0 + group * g + 8 + b * (group - 16) / 3
+                svg.append(f'<rect x="{bx:.1f}" y="{by(wl["rps"]):.1f}" width="{(group - 16) / 3 - 2:.1f}" '
+                           f'height="{y0 + h - by(wl["rps"]):.1f}" fill="{colours[kind]}"/>')
+    for i, kind in enumerate(("fanout", "floor", "peer")):
+        svg.append(f'<rect x="{60 + i * 90}" y="{height - 22}" width="12" height="12" fill="{colours[kind]}"/>'
+                   f'<text x="{76 + i * 90}" y="{height - 12}">{kind}</text>')
+    svg.append("</svg>")
+    return "\n".join(svg)
+
+
+def main():
+    fanout, floor, output = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+    output.mkdir(parents=True, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="fanout-bench-")
+    results = {}
+    for kind, binary in (("fanout", fanout), ("floor", floor), ("peer", None)):
+        print(f"{kind}:", flush=True)
+        results[kind] = measure(kind, binary, workdir)
+    report(results, output)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print((output / "BENCHMARKS.md").read_text())
+    # The smoke run asserts only that every figure is a number.
+    figures = [w["rps"] for r in results.values() for w in r["workloads"].values()]
+    return 0 if figures and all(f > 0 for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make bench`: builds Fanout (release) and the C floor, then runs bench/bench.py, which writes
+# BENCHMARKS.md and bench-results.svg at the top of the repository. BENCH_SMOKE=1 makes a short
+# run for CI that writes its report under .run/bench-smoke instead.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+cd "$FANOUT_ROOT"
+
+ensure_packages wrk
+command -v node >/dev/null 2>&1 || ensure_packages nodejs
+command -v cc >/dev/null 2>&1 || ensure_packages gcc
+log "building (release)"
+swift build -c release --product fanout
+BINARY="$(swift build -c release --show-bin-path)/fanout"
+mkdir -p .run
+cc -O2 -o .run/fcgi-floor bench/floor.c -lfcgi -lpthread
+OUTPUT=$FANOUT_ROOT
+[ "${BENCH_SMOKE:-0}" = 1 ] && OUTPUT=$FANOUT_ROOT/.run/bench-smoke
+python3 bench/bench.py "$BINARY" "$FANOUT_ROOT/.run/fcgi-floor" "$OUTPUT"
