@@ -35,7 +35,7 @@ extension FanoutService {
         }
 
         let timeout = Duration.milliseconds(configuration.limits.maximumTaskTimeoutMilliseconds)
-        switch await TaskExecutor.run(work, isInstant: operation.isInstant, timeout: timeout) {
+        switch await TaskExecutor.run(work, timeout: operation.isInstant ? nil : timeout) {
         case .succeeded(let output):
             return FastCGIResponse(
                 status: 200, headers: [("Content-Type", "application/json")], body: Array(output.bytes))

@@ -16,7 +16,7 @@ public struct BatchDecoder: Sendable {
     private struct DraftTask {
         var index: Int
         var id: String?
-        var operation: AnyOperation?
+        var isInstant = false
         var work: PreparedTask?
         var dependencyIds: [String] = []
         var timeoutMilliseconds: Int?
@@ -112,7 +112,7 @@ public struct BatchDecoder: Sendable {
             let timeout = min(draft.timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds)
             tasks.append(
                 BatchTask(
-                    id: draft.id!, work: draft.work!, isInstant: draft.operation!.isInstant,
+                    id: draft.id!, work: draft.work!, isInstant: draft.isInstant,
                     dependencies: dependencies, timeout: .milliseconds(timeout)))
         }
         return Batch(
@@ -237,7 +237,7 @@ public struct BatchDecoder: Sendable {
         if seenKeys & 1 == 0 { fieldIssues.append(("id", "is required")) }
         if let operationName {
             if let operation = registry[operationName] {
-                draft.operation = operation
+                draft.isInstant = operation.isInstant
                 do {
                     draft.work = try operation.prepare(input)
                 } catch {
@@ -310,7 +310,7 @@ public struct BatchDecoder: Sendable {
                 if seen.insert(target).inserted { dependencies[draft.index].append(target) }
             }
         }
-        if graphIsComplete {
+        if graphIsComplete, dependencies.contains(where: { !$0.isEmpty }) {
             reportCycles(drafts, dependencies: dependencies, issues: &issues)
         }
         return dependencies
@@ -318,7 +318,7 @@ public struct BatchDecoder: Sendable {
 
     /// Finds the tasks Kahn's algorithm cannot order and reports each cycle among them once.
     private func reportCycles(_ drafts: [DraftTask], dependencies: [[Int]], issues: inout [ValidationIssue]) {
-        var remaining = dependencies.map(\.count)
+        var remaining = dependencies.map { $0.count }
         var dependents = [[Int]](repeating: [], count: drafts.count)
         for (index, list) in dependencies.enumerated() {
             for dependency in list { dependents[dependency].append(index) }

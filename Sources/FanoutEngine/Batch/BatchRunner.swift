@@ -82,7 +82,7 @@ struct BatchExecution {
         self.clock = clock
         deadline = start + batch.timeout
         results = Array(repeating: nil, count: batch.tasks.count)
-        let counts = batch.tasks.map(\.dependencies.count)
+        let counts = batch.tasks.map { $0.dependencies.count }
         unresolvedDependencies = counts
         ready = counts.indices.filter { counts[$0] == 0 }
     }
@@ -98,19 +98,18 @@ struct BatchExecution {
     ) async {
         while stopReason == nil, readyHead < ready.count {
             let index = ready[readyHead]
-            let task = batch.tasks[index]
-            if task.isInstant {
+            if batch.tasks[index].isInstant {
                 readyHead += 1
                 if Task.isCancelled {
                     stopReason = cancellationCause().error
                     return
                 }
-                if clock.now >= deadline {
+                let started = clock.now
+                if started >= deadline {
                     stopReason = Self.batchTimeout(batch.timeout)
                     return
                 }
-                let started = clock.now
-                let outcome = await TaskExecutor.run(task.work, isInstant: true, timeout: task.timeout)
+                let outcome = await TaskExecutor.run(batch.tasks[index].work, timeout: nil)
                 record(outcome, for: index, duration: clock.now - started, cancellationCause: cancellationCause)
                 continue
             }
@@ -118,9 +117,15 @@ struct BatchExecution {
             readyHead += 1
             running += 1
             let clock = clock
+            // A timeout that cannot come before the batch deadline needs no timer of its own: the
+            // deadline stops the task (as batch_timeout) at the same moment. By default both are
+            // 60 s, so most tasks run with one timer fewer.
+            let task = batch.tasks[index]
+            let timeout = task.timeout < deadline - clock.now ? task.timeout : nil
+            let work = task.work
             group.addTask {
                 let started = clock.now
-                let outcome = await TaskExecutor.run(task.work, isInstant: false, timeout: task.timeout)
+                let outcome = await TaskExecutor.run(work, timeout: timeout)
                 return .finished(index: index, outcome: outcome, duration: clock.now - started)
             }
         }

@@ -5,11 +5,11 @@ public enum TaskExecutor {
     ///
     /// - Parameters:
     ///   - work: the operation bound to its input.
-    ///   - isInstant: whether the operation never suspends; it then runs without a timer.
-    ///   - timeout: the task's limit.
+    ///   - timeout: the task's limit, or `nil` for none: for an instant operation, which a timer
+    ///     could not interrupt anyway, or when something else (the batch deadline) stops it first.
     /// - Returns: the outcome; `.interrupted` when the calling task was cancelled first.
-    public static func run(_ work: PreparedTask, isInstant: Bool, timeout: Duration) async -> TaskOutcome {
-        if isInstant { return await outcome(of: work) }
+    public static func run(_ work: PreparedTask, timeout: Duration?) async -> TaskOutcome {
+        guard let timeout else { return await outcome(of: work) }
         // Race the operation against a timer; whichever finishes first cancels the other.
         return await withTaskGroup(of: TaskOutcome?.self) { group in
             group.addTask { await outcome(of: work) }
