@@ -155,7 +155,7 @@ wait $SLOW
 # A client that disconnects mid-batch: its batch is cancelled (the log shows it ending early).
 curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -d "$(sleeps_batch 7 4000)" "$BASE/batch"
 sleep 0.5
-LINE=$(grep 'path=/batch' "$RUN_DIR/fanout.log" | grep 'tasks=7 ' | tail -1)
+LINE=$(grep 'path=/batch' "$RUN_DIR/fanout.log" | grep -E 'tasks=7( |$)' | tail -1)
 MS=$(sed -n 's/.*duration_ms=\([0-9]*\).*/\1/p' <<<"$LINE")
 check "a vanished client's batch is cancelled (ended after ${MS:-?} ms, not 4000)" [ -n "$MS" ] && [ "$MS" -lt 2000 ]
 
