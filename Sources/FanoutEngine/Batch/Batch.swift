@@ -10,6 +10,8 @@ public struct Batch: Sendable {
     public let timeout: Duration
     /// What a failing task does to the rest.
     public let errorPolicy: ErrorPolicy
+    /// Whether any task's operation may wait (is not instant).
+    let hasWaitingTasks: Bool
 
     init(tasks: [BatchTask], concurrency: Int, timeout: Duration, errorPolicy: ErrorPolicy) {
         self.tasks = tasks
@@ -21,6 +23,7 @@ public struct Batch: Sendable {
         self.concurrency = concurrency
         self.timeout = timeout
         self.errorPolicy = errorPolicy
+        hasWaitingTasks = tasks.contains { !$0.isInstant }
     }
 }
 

@@ -32,13 +32,17 @@ public enum BatchRunner {
         let start = clock.now
         var execution = BatchExecution(batch: batch, start: start, clock: clock)
         await withTaskGroup(of: BatchExecution.Event.self) { group in
-            let deadline = start + batch.timeout
-            group.addTask {
-                do {
-                    try await Task.sleep(until: deadline, clock: clock)
-                    return .deadline
-                } catch {
-                    return .timerCancelled
+            // Instant tasks check the deadline themselves as they run inline; only a batch with
+            // tasks that wait needs a timer to stop them.
+            if batch.hasWaitingTasks {
+                let deadline = start + batch.timeout
+                group.addTask {
+                    do {
+                        try await DeadlineScheduler.shared.sleep(until: deadline)
+                        return .deadline
+                    } catch {
+                        return .timerCancelled
+                    }
                 }
             }
             await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)

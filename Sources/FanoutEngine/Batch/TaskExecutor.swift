@@ -15,7 +15,7 @@ public enum TaskExecutor {
             group.addTask { await outcome(of: work) }
             group.addTask {
                 do {
-                    try await Task.sleep(for: timeout)
+                    try await DeadlineScheduler.shared.sleep(for: timeout)
                 } catch {
                     return nil  // cancelled: the operation finished first, or the caller was cancelled
                 }

@@ -32,7 +32,7 @@ public struct SleepOperation: Operation {
     }
 
     public func run(_ input: Input) async throws -> Int {
-        try await Task.sleep(for: .milliseconds(input.ms))
+        try await DeadlineScheduler.shared.sleep(for: .milliseconds(input.ms))
         return input.ms
     }
 
