@@ -154,6 +154,8 @@ public final class FanoutService: FastCGIHandler {
     /// `application/json`, with no charset or a UTF-8 one.
     static func isJSON(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
+        // What nearly every client sends: no need to parse it.
+        if contentType == "application/json" { return true }
         let parts = contentType.split(separator: ";").map { $0.trimmingSpaces().lowercased() }
         guard parts.first == "application/json" else { return false }
         for parameter in parts.dropFirst() where parameter.hasPrefix("charset=") {
@@ -189,7 +191,11 @@ public final class FanoutService: FastCGIHandler {
 
 extension StringProtocol {
     fileprivate func trimmingSpaces() -> String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+        let isSpace = { (character: Character) in character == " " || character == "\t" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+            return ""
+        }
+        return String(self[first...last])
     }
 
     fileprivate func replacingQuotes() -> String {

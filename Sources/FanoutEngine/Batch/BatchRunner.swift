@@ -72,7 +72,9 @@ struct BatchExecution {
     private let batch: Batch
     private let clock: ContinuousClock
     private let deadline: ContinuousClock.Instant
-    private var results: [TaskResult?]
+    /// One slot per task; a slot is meaningful once `isResolved` says so.
+    private var results: [TaskResult]
+    private var isResolved: [Bool]
     private var unresolvedDependencies: [Int]
     private var ready: [Int]
     private var readyHead = 0
@@ -85,7 +87,10 @@ struct BatchExecution {
         self.batch = batch
         self.clock = clock
         deadline = start + batch.timeout
-        results = Array(repeating: nil, count: batch.tasks.count)
+        // Placeholders share one empty value: filling the array costs no per-task allocation.
+        results = Array(
+            repeating: TaskResult(id: "", status: .cancelled, duration: .zero), count: batch.tasks.count)
+        isResolved = Array(repeating: false, count: batch.tasks.count)
         let counts = batch.tasks.map { $0.dependencies.count }
         unresolvedDependencies = counts
         ready = counts.indices.filter { counts[$0] == 0 }
@@ -100,6 +105,8 @@ struct BatchExecution {
     mutating func launchReadyTasks(
         in group: inout TaskGroup<Event>, cancellationCause: @Sendable () -> CancellationCause
     ) async {
+        // Consecutive inline tasks share a clock reading: one task's end is the next one's start.
+        var previousEnd: ContinuousClock.Instant?
         while stopReason == nil, readyHead < ready.count {
             let index = ready[readyHead]
             if batch.tasks[index].isInstant {
@@ -108,15 +115,18 @@ struct BatchExecution {
                     stopReason = cancellationCause().error
                     return
                 }
-                let started = clock.now
+                let started = previousEnd ?? clock.now
                 if started >= deadline {
                     stopReason = Self.batchTimeout(batch.timeout)
                     return
                 }
                 let outcome = await TaskExecutor.run(batch.tasks[index].work, timeout: nil)
-                record(outcome, for: index, duration: clock.now - started, cancellationCause: cancellationCause)
+                let ended = clock.now
+                previousEnd = ended
+                record(outcome, for: index, duration: ended - started, cancellationCause: cancellationCause)
                 continue
             }
+            previousEnd = nil
             guard running < batch.concurrency else { return }
             readyHead += 1
             running += 1
@@ -160,7 +170,7 @@ struct BatchExecution {
             resolve(index, TaskResult(id: id, status: .succeeded, output: output, duration: duration))
             for dependent in batch.dependents[index] {
                 unresolvedDependencies[dependent] -= 1
-                if unresolvedDependencies[dependent] == 0, results[dependent] == nil { ready.append(dependent) }
+                if unresolvedDependencies[dependent] == 0, !isResolved[dependent] { ready.append(dependent) }
             }
         case .failed(let error):
             resolve(index, TaskResult(id: id, status: .failed, error: error, duration: duration))
@@ -183,7 +193,7 @@ struct BatchExecution {
         var stack = [index]
         while let failed = stack.popLast() {
             let failedId = batch.tasks[failed].id
-            for dependent in batch.dependents[failed] where results[dependent] == nil {
+            for dependent in batch.dependents[failed] where !isResolved[dependent] {
                 let error = TaskError(
                     code: "dependency_failed", message: "dependency '\(failedId)' did not succeed")
                 resolve(
@@ -196,14 +206,15 @@ struct BatchExecution {
 
     private mutating func resolve(_ index: Int, _ result: TaskResult) {
         results[index] = result
+        isResolved[index] = true
         resolved += 1
     }
 
     /// Reports every task that never finished as cancelled and builds the result.
-    func finish(duration: Duration) -> BatchResult {
+    mutating func finish(duration: Duration) -> BatchResult {
         let reason = stopReason ?? TaskError(code: "cancelled", message: "the batch was cancelled")
-        let results = zip(batch.tasks, results).map { task, result in
-            result ?? TaskResult(id: task.id, status: .cancelled, error: reason, duration: .zero)
+        for index in results.indices where !isResolved[index] {
+            results[index] = TaskResult(id: batch.tasks[index].id, status: .cancelled, error: reason, duration: .zero)
         }
         return BatchResult(results: results, duration: duration)
     }
