@@ -168,6 +168,19 @@ struct BatchRunnerTests {
         #expect(result.status == .failed)
     }
 
+    @Test("integers and durations are written exactly")
+    func writesNumbers() {
+        var writer = JSONWriter()
+        for value in [0, 7, 10, 99, 1_234_567, -42, Int.max] {
+            writer.integer(value)
+            writer.raw(",")
+        }
+        writer.milliseconds(.microseconds(1_234_567))
+        writer.raw(",")
+        writer.milliseconds(.microseconds(5))
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == "0,7,10,99,1234567,-42,\(Int.max),1234.567,0.005")
+    }
+
     @Test("the response body has the documented shape and summary")
     func encodesResult() async throws {
         let result = try await run(

@@ -108,12 +108,13 @@ public struct BatchDecoder: Sendable {
 
         var tasks: [BatchTask] = []
         tasks.reserveCapacity(drafts.count)
-        for (draft, dependencies) in zip(drafts, dependencies) {
-            let timeout = min(draft.timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds)
+        // Loops over drafts go by index: iterating the array by value copies every draft.
+        for index in drafts.indices {
+            let timeout = min(drafts[index].timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds)
             tasks.append(
                 BatchTask(
-                    id: draft.id!, work: draft.work!, isInstant: draft.isInstant,
-                    dependencies: dependencies, timeout: .milliseconds(timeout)))
+                    id: drafts[index].id!, work: drafts[index].work!, isInstant: drafts[index].isInstant,
+                    dependencies: dependencies[index], timeout: .milliseconds(timeout)))
         }
         return Batch(
             tasks: tasks, concurrency: concurrency, timeout: .milliseconds(timeoutMilliseconds),
@@ -151,6 +152,10 @@ public struct BatchDecoder: Sendable {
         return drafts
     }
 
+    /// The fields of a task, in the order of the bits of `seenKeys`.
+    private static let taskFields = ["id", "op", "input", "depends_on", "timeout_ms"]
+    private static let taskFieldBytes = taskFields.map { Array($0.utf8) }
+
     private func decodeTask(
         _ scanner: inout JSONScanner, index: Int, issues: inout [ValidationIssue]
     ) throws -> DraftTask {
@@ -168,28 +173,24 @@ public struct BatchDecoder: Sendable {
 
         try scanner.beginObject()
         var first = true
-        while let key = try scanner.nextKey(first: first) {
+        var otherKey = ""
+        while let field = try scanner.nextKey(first: first, among: Self.taskFieldBytes, otherKey: &otherKey) {
             first = false
-            let bit: UInt8
-            switch key {
-            case "id": bit = 1
-            case "op": bit = 2
-            case "input": bit = 4
-            case "depends_on": bit = 8
-            case "timeout_ms": bit = 16
-            default:
-                fieldIssues.append((key, "is not a task field"))
+            guard field >= 0 else {
+                fieldIssues.append((otherKey, "is not a task field"))
                 _ = try scanner.skipValue()
                 continue
             }
+            let key = Self.taskFields[field]
+            let bit = UInt8(1) << field
             guard seenKeys & bit == 0 else {
                 fieldIssues.append((key, "appears more than once"))
                 _ = try scanner.skipValue()
                 continue
             }
             seenKeys |= bit
-            switch key {
-            case "id":
+            switch field {
+            case 0:  // id
                 guard try scanner.peekKind() == .string else {
                     fieldIssues.append((key, "must be a string"))
                     _ = try scanner.skipValue()
@@ -202,16 +203,16 @@ public struct BatchDecoder: Sendable {
                 } else {
                     draft.id = id
                 }
-            case "op":
+            case 1:  // op
                 guard try scanner.peekKind() == .string else {
                     fieldIssues.append((key, "must be a string"))
                     _ = try scanner.skipValue()
                     continue
                 }
                 operationName = try scanner.readString()
-            case "input":
+            case 2:  // input
                 input = RawJSON(trusted: scanner.bytes[try scanner.skipValue()])
-            case "depends_on":
+            case 3:  // depends_on
                 guard try scanner.peekKind() == .array else {
                     fieldIssues.append((key, "must be an array of task ids"))
                     _ = try scanner.skipValue()
@@ -275,21 +276,21 @@ public struct BatchDecoder: Sendable {
     private func resolveDependencies(_ drafts: [DraftTask], issues: inout [ValidationIssue]) -> [[Int]] {
         var indexById: [String: Int] = [:]
         indexById.reserveCapacity(drafts.count)
-        for draft in drafts {
-            guard let id = draft.id else { continue }
-            if let previous = indexById[id] {
+        for index in drafts.indices {
+            guard let id = drafts[index].id else { continue }
+            if let previous = indexById.updateValue(index, forKey: id) {
+                indexById[id] = previous  // the first task keeps the id
                 issues.append(
                     ValidationIssue(
-                        task: .index(draft.index), field: "id",
+                        task: .index(index), field: "id",
                         message: "duplicate id '\(id)' (also used by task \(previous))"))
-            } else {
-                indexById[id] = draft.index
             }
         }
 
         var dependencies = [[Int]](repeating: [], count: drafts.count)
         var graphIsComplete = true
-        for draft in drafts {
+        for index in drafts.indices where !drafts[index].dependencyIds.isEmpty {
+            let draft = drafts[index]
             var seen = Set<Int>()
             for dependencyId in draft.dependencyIds {
                 guard let target = indexById[dependencyId] else {

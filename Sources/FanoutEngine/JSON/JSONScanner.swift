@@ -71,6 +71,46 @@ struct JSONScanner {
         return key
     }
 
+    /// Like ``nextKey(first:)``, but identifies the key by comparing its raw bytes with
+    /// `candidates`, without building a string: returns the index of the match, `-1` for any
+    /// other key (whose text is then in `otherKey`), or `nil` at the end of the object.
+    mutating func nextKey(first: Bool, among candidates: [[UInt8]], otherKey: inout String) throws(SyntaxError)
+        -> Int?
+    {
+        skipWhitespace()
+        if peekByte() == UInt8(ascii: "}") {
+            position += 1
+            depth -= 1
+            return nil
+        }
+        if !first { try consume(UInt8(ascii: ","), "expected ',' or '}'") }
+        skipWhitespace()
+        guard peekByte() == UInt8(ascii: "\"") else { throw error("expected a string key") }
+        let start = position
+        let hasEscapes = try scanString()
+        skipWhitespace()
+        try consume(UInt8(ascii: ":"), "expected ':'")
+        if !hasEscapes {
+            let keyStart = start + 1
+            var keyEnd = keyStart
+            while bytes[keyEnd] != UInt8(ascii: "\"") { keyEnd += 1 }
+            for (index, candidate) in candidates.enumerated() where candidate.count == keyEnd - keyStart {
+                var matches = true
+                for offset in 0..<candidate.count where bytes[keyStart + offset] != candidate[offset] {
+                    matches = false
+                    break
+                }
+                if matches { return index }
+            }
+        }
+        var keyScanner = JSONScanner(bytes: bytes, maximumDepth: maximumDepth)
+        keyScanner.position = start
+        otherKey = try keyScanner.readString()
+        // A key spelt with escapes ("i\u0064") is still the same key.
+        let decoded = Array(otherKey.utf8)
+        return hasEscapes ? (candidates.firstIndex(of: decoded) ?? -1) : -1
+    }
+
     /// Consumes `[` and enters the array.
     mutating func beginArray() throws(SyntaxError) {
         try consume(UInt8(ascii: "["), "expected '['")
