@@ -31,7 +31,7 @@ struct Fanout: ParsableCommand {
     @Flag(help: "Allow --listen on an address outside 127.0.0.0/8. [FANOUT_ALLOW_REMOTE=1]")
     var allowRemote = false
 
-    @Option(help: "Threads for libfcgi's blocking I/O. [FANOUT_IO_THREADS, default 8]")
+    @Option(help: "Event loops that read, run and answer requests; one per core. [FANOUT_IO_THREADS, default 2]")
     var ioThreads: Int?
 
     @Option(help: "Most FastCGI connections open at once (at most 1000). [FANOUT_MAX_CONNECTIONS, default 512]")
