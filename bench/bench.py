@@ -376,6 +376,8 @@ def chart(results):
     rates = [wl["rps"] for k in results for wl in results[k]["workloads"].values() if wl["rps"] > 0]
     low, high = math.log10(min(rates)) - 0.3, math.log10(max(rates)) + 0.1
     by = lambda r: y0 + h - h * (math.log10(max(r, 10 ** low)) - low) / (high - low)
+    for exponent in range(math.ceil(low), math.floor(high) + 1):
+        svg.append(f'<text x="{x0 - 5}" y="{by(10 ** exponent) + 4}" text-anchor="end">{10 ** exponent:g}</text>')
     group = w / len(WORKLOADS)
     for g, name in enumerate(WORKLOADS):
         svg.append(f'<text x="{x0 + group * (g + 0.5)}" y="{y0 + h + 15}" text-anchor="middle">{name}</text>')
