@@ -25,8 +25,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
-DURATION = os.environ.get("BENCH_DURATION", "1s" if SMOKE else "10s")
+DURATION = os.environ.get("BENCH_DURATION", "1s" if SMOKE else "8s")
 SWEEP = [1, 10, 100, 1000] if SMOKE else [1, 10, 100, 1000, 10000, 100000]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if SMOKE else "3"))
 
 
 def batch(tasks):
@@ -226,7 +227,7 @@ def sweep(port):
     }
 
 
-def measure(kind, binary, workdir):
+def measure(kind, binary, workdir, repeat_for_memory):
     stack = Stack(kind, binary, workdir)
     stack.start()
     try:
@@ -241,7 +242,7 @@ def measure(kind, binary, workdir):
                 w4_peak = peak_rss_kib(stack.responder_pids)
         costs = sweep(stack.port) if kind != "floor" else {}
         memory = {"peak_kib": peak_rss_kib(stack.responder_pids), "w4_peak_kib": w4_peak}
-        if kind == "fanout":
+        if kind == "fanout" and repeat_for_memory:
             # Run everything again: the responder must come back to the same size.
             memory["after_first_kib"] = rss_kib(stack.processes[0].pid)
             for name, (_, body, threads, connections) in WORKLOADS.items():
@@ -253,6 +254,29 @@ def measure(kind, binary, workdir):
         return {"workloads": figures, "sweep": costs, "memory": memory}
     finally:
         stack.stop()
+
+
+def median_of(rounds):
+    """Each figure's median over the rounds; memory figures from the last round, which measures them."""
+    results = {}
+    for kind in rounds[0]:
+        runs = [r[kind] for r in rounds]
+        workloads = {
+            name: {metric: statistics.median(run["workloads"][name][metric] for run in runs)
+                   for metric in runs[0]["workloads"][name]}
+            for name in runs[0]["workloads"]
+        }
+        sweep = {
+            size: {metric: (None if runs[0]["sweep"][size][metric] is None
+                            else statistics.median(run["sweep"][size][metric] for run in runs))
+                   for metric in runs[0]["sweep"][size]}
+            for size in runs[0]["sweep"]
+        }
+        memory = dict(runs[-1]["memory"])
+        memory["peak_kib"] = max(run["memory"]["peak_kib"] for run in runs)
+        memory["w4_peak_kib"] = max(run["memory"]["w4_peak_kib"] for run in runs)
+        results[kind] = {"workloads": workloads, "sweep": sweep, "memory": memory, "rounds": len(runs)}
+    return results
 
 
 def ratio(value, reference):
@@ -302,6 +326,8 @@ def report(results, output):
         "# Benchmarks", "",
         f"Measured {datetime.date.today().isoformat()} by `make bench`{' (smoke run)' if SMOKE else ''}: "
         f"{machine()}.", "",
+        f"Every figure is the median of {ROUNDS} round{'s' if ROUNDS != 1 else ''}; in each round the three targets run "
+        "in turn, so that drift on the machine affects them alike. "
         f"wrk with 2 threads for {DURATION} per workload on loopback (w4: 1 thread, 1 connection); nginx with one "
         "worker in front of Fanout (FastCGI keep-alive on, its default) and of the floor (keep-alive off: a threaded libfcgi "
         "responder stalls with it); the Node.js peer alone on its own port. "
@@ -398,10 +424,15 @@ def main():
     fanout, floor, output = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
     output.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="fanout-bench-")
-    results = {}
-    for kind, binary in (("fanout", fanout), ("floor", floor), ("peer", None)):
-        print(f"{kind}:", flush=True)
-        results[kind] = measure(kind, binary, workdir)
+    # Targets alternate round by round, so that drift on this shared machine hits all of them
+    # alike; the report takes the median of each figure over the rounds.
+    rounds = []
+    for round_number in range(ROUNDS):
+        rounds.append({})
+        for kind, binary in (("fanout", fanout), ("floor", floor), ("peer", None)):
+            print(f"round {round_number + 1}/{ROUNDS}, {kind}:", flush=True)
+            rounds[-1][kind] = measure(kind, binary, workdir, repeat_for_memory=round_number == ROUNDS - 1)
+    results = median_of(rounds)
     report(results, output)
     shutil.rmtree(workdir, ignore_errors=True)
     print((output / "BENCHMARKS.md").read_text())
