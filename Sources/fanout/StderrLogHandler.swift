@@ -49,8 +49,8 @@ struct StderrLogHandler: LogHandler {
                 var epoch = now.tv_sec
                 gmtime_r(&epoch, &time)
                 var buffer = [CChar](repeating: 0, count: 32)
-                strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &time)
-                cache = (now.tv_sec, String(cString: buffer))
+                let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &time)
+                cache = (now.tv_sec, String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self))
             }
             return cache.text
         }
