@@ -62,10 +62,16 @@ struct BatchRunnerTests {
         #expect(result.count(.skipped) == 2)
     }
 
-    @Test("a task past its timeout fails with code timeout and is stopped early")
-    func enforcesTaskTimeout() async throws {
-        let result = try await run(
-            #"{"tasks": [{"id": "t", "op": "sleep", "input": {"ms": 5000}, "timeout_ms": 50}]}"#)
+    /// A long wait by an operation started without a task (`sleep`), and by one run in a child
+    /// task (`probe`): the engine stops both the same way.
+    static let longWaits = [
+        #""op": "sleep", "input": {"ms": 5000}"#,
+        #""op": "probe", "input": {"id": "p", "ms": 5000}"#,
+    ]
+
+    @Test("a task past its timeout fails with code timeout and is stopped early", arguments: longWaits)
+    func enforcesTaskTimeout(wait: String) async throws {
+        let result = try await run(#"{"tasks": [{"id": "t", \#(wait), "timeout_ms": 50}]}"#)
         let task = try #require(result["t"])
         #expect(task.status == .failed)
         #expect(task.error?.code == "timeout")
@@ -150,11 +156,10 @@ struct BatchRunnerTests {
         #expect(clock.now - start < .seconds(3))
     }
 
-    @Test("cancelling the caller stops running operations at once and reports them cancelled")
-    func cancellationReachesOperations() async throws {
+    @Test("cancelling the caller stops running operations at once and reports them cancelled", arguments: longWaits)
+    func cancellationReachesOperations(wait: String) async throws {
         let batch = try decode(
-            #"{"tasks": [{"id": "a", "op": "sleep", "input": {"ms": 10000}}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#
-        )
+            #"{"tasks": [{"id": "a", \#(wait)}, {"id": "b", "op": "echo", "depends_on": ["a"]}]}"#)
         let clock = ContinuousClock()
         let start = clock.now
         let task = Task { await BatchRunner.run(batch) { .shutdown } }
@@ -166,6 +171,25 @@ struct BatchRunnerTests {
         #expect(result["a"]?.error?.code == "shutdown")
         #expect(result["b"]?.status == .cancelled)
         #expect(result.status == .failed)
+    }
+
+    @Test("an operation reporting after its timeout, or before start returns, is handled once")
+    func callbackEdgeCases() async throws {
+        let result = try await run(
+            #"""
+            {"tasks": [
+              {"id": "late", "op": "stubborn", "input": {"ms": 150}, "timeout_ms": 30},
+              {"id": "now", "op": "stubborn", "input": {"ms": 0}},
+              {"id": "after", "op": "echo", "input": 1, "depends_on": ["now"]}
+            ]}
+            """#)
+        #expect(result["late"]?.status == .failed)
+        #expect(result["late"]?.error?.code == "timeout")
+        #expect(result["now"]?.output?.description == #"{"ms":0}"#)
+        #expect(result["after"]?.status == .succeeded)
+        // The late report arrives after the batch returned; it must change nothing.
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(result.count(.failed) == 1)
     }
 
     @Test("integers and durations are written exactly")

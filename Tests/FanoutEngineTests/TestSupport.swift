@@ -67,6 +67,7 @@ func makeDecoder(recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits
     var registry = OperationRegistry.builtIns(limits: limits)
     registry.register(ProbeOperation(recorder: recorder))
     registry.register(QuitOperation())
+    registry.register(StubbornOperation())
     return BatchDecoder(registry: registry, limits: limits)
 }
 
@@ -106,6 +107,34 @@ struct QuitOperation: Operation {
     func run(_ input: Void) async throws -> Int { throw CancellationError() }
 
     func encodeOutput(_ output: Int) throws -> RawJSON { .null }
+}
+
+/// `stubborn`: started without a task, it ignores cancellation and reports `{"ms": N}` after N ms
+/// anyway, or at once (before `start` returns) when N is 0: the engine must cope with both.
+struct StubbornOperation: Operation {
+    struct Input: Decodable, Sendable {
+        var ms: Int
+    }
+
+    let name = "stubborn"
+    let summary = "Test operation."
+    let inputSchema: RawJSON = #"{"type":"object"}"#
+
+    func run(_ input: Input) async throws -> Int {
+        Issue.record("the engine ran a startable operation in a task")
+        return input.ms
+    }
+
+    func start(_ input: Input, completion: @escaping @Sendable (Result<Int, any Error>) -> Void) -> OperationHandle? {
+        if input.ms == 0 {
+            completion(.success(0))
+        } else {
+            _ = DeadlineScheduler.shared.schedule(at: .now + .milliseconds(input.ms)) { completion(.success(input.ms)) }
+        }
+        return OperationHandle {}
+    }
+
+    func encodeOutput(_ output: Int) throws -> RawJSON { try RawJSON(encoding: ["ms": output]) }
 }
 
 /// The issues `decode` reports for `body`; records a test issue if it accepts the body.

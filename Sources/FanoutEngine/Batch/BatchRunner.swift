@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Why a batch stopped before all of its tasks finished.
 public enum CancellationCause: Sendable, Equatable {
     /// The client went away.
@@ -24,68 +26,140 @@ public enum BatchRunner {
     /// - Parameters:
     ///   - batch: the validated batch.
     ///   - cancellationCause: why the calling task was cancelled, asked only when it is.
+    ///   - onResults: when given, receives every task's result as soon as it is final, in
+    ///     completion order (results that become final together arrive together); every task is
+    ///     reported exactly once before `run` returns.
     public static func run(
         _ batch: Batch,
-        cancellationCause: @escaping @Sendable () -> CancellationCause = { .clientGone }
+        cancellationCause: @escaping @Sendable () -> CancellationCause = { .clientGone },
+        onResults: (([TaskResult]) async -> Void)? = nil
     ) async -> BatchResult {
         let clock = ContinuousClock()
         let start = clock.now
-        var execution = BatchExecution(batch: batch, start: start, clock: clock)
-        await withTaskGroup(of: BatchExecution.Event.self) { group in
-            // Instant tasks check the deadline themselves as they run inline; only a batch with
-            // tasks that wait needs a timer to stop them.
-            if batch.hasWaitingTasks {
-                let deadline = start + batch.timeout
-                group.addTask {
-                    do {
-                        try await DeadlineScheduler.shared.sleep(until: deadline)
-                        return .deadline
-                    } catch {
-                        return .timerCancelled
-                    }
-                }
-            }
+        let inbox = BatchInbox()
+        var execution = BatchExecution(
+            batch: batch, start: start, clock: clock, inbox: inbox, reportsResults: onResults != nil)
+        // Instant tasks check the deadline themselves as they run inline; only a batch with
+        // tasks that wait needs a timer to stop them.
+        let deadlineTimer =
+            batch.hasWaitingTasks
+            ? DeadlineScheduler.shared.schedule(at: start + batch.timeout) { inbox.post(.deadline) } : nil
+        await withDiscardingTaskGroup { group in
             await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
             while !execution.isFinished {
-                // A stop may come from an event or from a task run inline while launching.
-                if execution.stopReason != nil { group.cancelAll() }
-                guard let event = await group.next() else { break }
-                execution.handle(event, cancellationCause: cancellationCause)
+                if let onResults { await report(&execution, to: onResults) }
+                for event in await inbox.next() {
+                    execution.handle(event, cancellationCause: cancellationCause)
+                }
                 if execution.stopReason == nil {
                     await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
                 }
             }
+            execution.cancelRunningTasks()
             group.cancelAll()
         }
-        return execution.finish(duration: clock.now - start)
+        if let deadlineTimer { DeadlineScheduler.shared.cancel(deadlineTimer) }
+        let result = execution.finish(duration: clock.now - start)
+        if let onResults { await report(&execution, to: onResults) }
+        return result
+    }
+
+    private static func report(_ execution: inout BatchExecution, to onResults: ([TaskResult]) async -> Void) async {
+        let results = execution.takeUnreported()
+        if !results.isEmpty { await onResults(results) }
     }
 }
 
-/// The mutable state of one running batch. Lives on the task that drives the group.
+/// Where a running batch's events arrive, from any thread: its child tasks, its timers and its
+/// operations' callbacks.
+///
+/// The batch's task drains them in bursts, so a hundred sleeps ending in the same millisecond
+/// wake it once or twice instead of a hundred times.
+final class BatchInbox: Sendable {
+    private struct State {
+        var events: [BatchExecution.Event] = []
+        var waiter: CheckedContinuation<[BatchExecution.Event], Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// Delivers `event` to the batch's task.
+    func post(_ event: BatchExecution.Event) {
+        let wake = state.withLock {
+            state -> (CheckedContinuation<[BatchExecution.Event], Never>, [BatchExecution.Event])? in
+            guard let waiter = state.waiter else {
+                state.events.append(event)
+                return nil
+            }
+            state.waiter = nil
+            return (waiter, [event])
+        }
+        if let (waiter, events) = wake { waiter.resume(returning: events) }
+    }
+
+    /// Waits for the next events; `.cancelled` arrives when the calling task is cancelled.
+    func next() async -> [BatchExecution.Event] {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<[BatchExecution.Event], Never>) in
+                let events = state.withLock { state -> [BatchExecution.Event] in
+                    if state.events.isEmpty { state.waiter = continuation }
+                    defer { state.events.removeAll(keepingCapacity: true) }
+                    return state.events
+                }
+                if !events.isEmpty { continuation.resume(returning: events) }
+            }
+        } onCancel: {
+            post(.cancelled)
+        }
+    }
+}
+
+/// The mutable state of one running batch. Lives on the task that drives it.
 struct BatchExecution {
     enum Event: Sendable {
+        /// Task `index` ended.
         case finished(index: Int, outcome: TaskOutcome, duration: Duration)
+        /// Task `index`, started without a task of its own, reached its timeout.
+        case timedOut(index: Int)
+        /// The batch reached its deadline.
         case deadline
-        case timerCancelled
+        /// The batch's task was cancelled.
+        case cancelled
+    }
+
+    /// A task that has started and not ended.
+    private struct Running {
+        let started: ContinuousClock.Instant
+        /// Set for an operation started without a task (see ``Operation/start(_:completion:)``).
+        var handle: OperationHandle?
+        var timeoutTimer: DeadlineScheduler.Timer?
     }
 
     private let batch: Batch
     private let clock: ContinuousClock
     private let deadline: ContinuousClock.Instant
+    private let inbox: BatchInbox
     /// One slot per task; a slot is meaningful once `isResolved` says so.
     private var results: [TaskResult]
     private var isResolved: [Bool]
     private var unresolvedDependencies: [Int]
     private var ready: [Int]
     private var readyHead = 0
-    private var running = 0
+    private var running: [Int: Running] = [:]
     private var resolved = 0
+    /// Indices resolved since the last `takeUnreported`, when results are reported as they come.
+    private var unreported: [Int]?
     /// Set once the batch must stop early; every task not yet finished is cancelled with it.
     private(set) var stopReason: TaskError?
 
-    init(batch: Batch, start: ContinuousClock.Instant, clock: ContinuousClock) {
+    init(
+        batch: Batch, start: ContinuousClock.Instant, clock: ContinuousClock, inbox: BatchInbox,
+        reportsResults: Bool = false
+    ) {
         self.batch = batch
+        unreported = reportsResults ? [] : nil
         self.clock = clock
+        self.inbox = inbox
         deadline = start + batch.timeout
         // Placeholders share one empty value: filling the array costs no per-task allocation.
         results = Array(
@@ -98,12 +172,13 @@ struct BatchExecution {
 
     /// True once no further event can change a result.
     var isFinished: Bool {
-        resolved == results.count || (running == 0 && (stopReason != nil || readyHead == ready.count))
+        resolved == results.count || stopReason != nil || (running.isEmpty && readyHead == ready.count)
     }
 
-    /// Starts ready tasks: instant ones inline, others as child tasks up to the concurrency limit.
+    /// Starts ready tasks: instant ones inline, others up to the concurrency limit, without a task
+    /// where the operation can, else as child tasks.
     mutating func launchReadyTasks(
-        in group: inout TaskGroup<Event>, cancellationCause: @Sendable () -> CancellationCause
+        in group: inout DiscardingTaskGroup, cancellationCause: @Sendable () -> CancellationCause
     ) async {
         // Consecutive inline tasks share a clock reading: one task's end is the next one's start.
         var previousEnd: ContinuousClock.Instant?
@@ -127,33 +202,71 @@ struct BatchExecution {
                 continue
             }
             previousEnd = nil
-            guard running < batch.concurrency else { return }
+            guard running.count < batch.concurrency else { return }
             readyHead += 1
-            running += 1
-            let clock = clock
-            // A timeout that cannot come before the batch deadline needs no timer of its own: the
-            // deadline stops the task (as batch_timeout) at the same moment. By default both are
-            // 60 s, so most tasks run with one timer fewer.
-            let task = batch.tasks[index]
-            let timeout = task.timeout < deadline - clock.now ? task.timeout : nil
-            let work = task.work
-            group.addTask {
-                let started = clock.now
-                let outcome = await TaskExecutor.run(work, timeout: timeout)
-                return .finished(index: index, outcome: outcome, duration: clock.now - started)
-            }
+            start(index, in: &group)
         }
+    }
+
+    private mutating func start(_ index: Int, in group: inout DiscardingTaskGroup) {
+        let clock = clock
+        let inbox = inbox
+        let started = clock.now
+        // A timeout that cannot come before the batch deadline needs no timer of its own: the
+        // deadline stops the task (as batch_timeout) at the same moment. By default both are
+        // 60 s, so most tasks run with one timer fewer.
+        let task = batch.tasks[index]
+        let timeout = task.timeout < deadline - started ? task.timeout : nil
+        let handle = task.work.start { result in
+            let outcome = TaskExecutor.outcome(of: result)
+            inbox.post(.finished(index: index, outcome: outcome, duration: clock.now - started))
+        }
+        if let handle {
+            let timer = timeout.map { timeout in
+                DeadlineScheduler.shared.schedule(at: started + timeout) { inbox.post(.timedOut(index: index)) }
+            }
+            running[index] = Running(started: started, handle: handle, timeoutTimer: timer)
+            return
+        }
+        running[index] = Running(started: started)
+        let work = task.work
+        group.addTask {
+            let outcome = await TaskExecutor.run(work, timeout: timeout)
+            inbox.post(.finished(index: index, outcome: outcome, duration: clock.now - started))
+        }
+    }
+
+    /// Stops every task still running and reports it cancelled, for the reason the batch stopped.
+    mutating func cancelRunningTasks() {
+        let now = clock.now
+        let reason = stopReason ?? TaskError(code: "cancelled", message: "the batch was cancelled")
+        for (index, task) in running {
+            task.handle?.cancel()
+            if let timer = task.timeoutTimer { DeadlineScheduler.shared.cancel(timer) }
+            resolve(
+                index,
+                TaskResult(id: batch.tasks[index].id, status: .cancelled, error: reason, duration: now - task.started))
+        }
+        running.removeAll()
     }
 
     mutating func handle(_ event: Event, cancellationCause: @Sendable () -> CancellationCause) {
         switch event {
         case .finished(let index, let outcome, let duration):
-            running -= 1
+            // A late report from a task already stopped (timed out, or the batch stopped) is stale.
+            guard let task = running.removeValue(forKey: index) else { return }
+            if let timer = task.timeoutTimer { DeadlineScheduler.shared.cancel(timer) }
             record(outcome, for: index, duration: duration, cancellationCause: cancellationCause)
+        case .timedOut(let index):
+            guard let task = running.removeValue(forKey: index) else { return }
+            task.handle?.cancel()
+            record(
+                .failed(TaskExecutor.timeoutError(batch.tasks[index].timeout)), for: index,
+                duration: clock.now - task.started, cancellationCause: cancellationCause)
         case .deadline:
             if stopReason == nil { stopReason = Self.batchTimeout(batch.timeout) }
-        case .timerCancelled:
-            break
+        case .cancelled:
+            if stopReason == nil { stopReason = cancellationCause().error }
         }
         if stopReason == nil, Task.isCancelled {
             stopReason = cancellationCause().error
@@ -208,13 +321,21 @@ struct BatchExecution {
         results[index] = result
         isResolved[index] = true
         resolved += 1
+        unreported?.append(index)
+    }
+
+    /// The results resolved since the last call, in the order they were resolved.
+    mutating func takeUnreported() -> [TaskResult] {
+        guard let indices = unreported, !indices.isEmpty else { return [] }
+        unreported = []
+        return indices.map { results[$0] }
     }
 
     /// Reports every task that never finished as cancelled and builds the result.
     mutating func finish(duration: Duration) -> BatchResult {
         let reason = stopReason ?? TaskError(code: "cancelled", message: "the batch was cancelled")
         for index in results.indices where !isResolved[index] {
-            results[index] = TaskResult(id: batch.tasks[index].id, status: .cancelled, error: reason, duration: .zero)
+            resolve(index, TaskResult(id: batch.tasks[index].id, status: .cancelled, error: reason, duration: .zero))
         }
         return BatchResult(results: results, duration: duration)
     }

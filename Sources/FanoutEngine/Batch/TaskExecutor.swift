@@ -19,7 +19,7 @@ public enum TaskExecutor {
                 } catch {
                     return nil  // cancelled: the operation finished first, or the caller was cancelled
                 }
-                return .failed(TaskError(code: "timeout", message: "task exceeded \(Self.describe(timeout))"))
+                return .failed(timeoutError(timeout))
             }
             var result: TaskOutcome = .interrupted
             while let next = await group.next() {
@@ -35,6 +35,15 @@ public enum TaskExecutor {
     private static func outcome(of work: PreparedTask) async -> TaskOutcome {
         do {
             return .succeeded(try await work.run())
+        } catch {
+            return outcome(of: .failure(error))
+        }
+    }
+
+    /// What an operation's result means for its task.
+    static func outcome(of result: Result<RawJSON, any Error>) -> TaskOutcome {
+        do {
+            return .succeeded(try result.get())
         } catch let error as OperationError {
             return .failed(TaskError(code: error.code, message: error.message))
         } catch let error as InputError {
@@ -45,6 +54,10 @@ public enum TaskExecutor {
             // Anything else may carry internal details: report only that the operation failed.
             return .failed(TaskError(code: "operation_failed", message: "the operation failed"))
         }
+    }
+
+    static func timeoutError(_ timeout: Duration) -> TaskError {
+        TaskError(code: "timeout", message: "task exceeded \(describe(timeout))")
     }
 
     static func describe(_ duration: Duration) -> String {

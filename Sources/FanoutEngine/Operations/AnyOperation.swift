@@ -18,8 +18,7 @@ public struct AnyOperation: Sendable {
         inputSchema = operation.inputSchema
         isInstant = operation.isInstant
         prepareInput = { (json: RawJSON) throws(InputError) -> PreparedTask in
-            let input = try operation.decodeInput(json)
-            return PreparedTask { try operation.encodeOutput(try await operation.run(input)) }
+            PreparedTask(bound: Bound(operation: operation, input: try operation.decodeInput(json)))
         }
     }
 
@@ -33,6 +32,37 @@ public struct AnyOperation: Sendable {
 
 /// An operation bound to its validated input, ready to run.
 public struct PreparedTask: Sendable {
+    fileprivate let bound: any BoundOperation
+
     /// Runs the operation and returns its encoded output.
-    public let run: @Sendable () async throws -> RawJSON
+    public func run() async throws -> RawJSON {
+        try await bound.run()
+    }
+
+    /// Starts the operation without a task, if it can be (see ``Operation/start(_:completion:)``).
+    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? {
+        bound.start(completion: completion)
+    }
+}
+
+/// The type-erased face of ``Bound``: one existential instead of a closure per entry point.
+private protocol BoundOperation: Sendable {
+    func run() async throws -> RawJSON
+    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle?
+}
+
+private struct Bound<Wrapped: Operation>: BoundOperation {
+    let operation: Wrapped
+    let input: Wrapped.Input
+
+    func run() async throws -> RawJSON {
+        try operation.encodeOutput(try await operation.run(input))
+    }
+
+    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? {
+        let operation = operation
+        return operation.start(input) { result in
+            completion(result.flatMap { output in Result { try operation.encodeOutput(output) } })
+        }
+    }
 }

@@ -46,12 +46,41 @@ public protocol Operation: Sendable {
     ///   the client as `operation_failed` without its details.
     func run(_ input: Input) async throws -> Output
 
+    /// Starts the work without a task of its own, reporting its end through `completion`; or
+    /// returns `nil` (the default) to have the engine call ``run(_:)`` in a child task.
+    ///
+    /// Creating and resuming a child task costs microseconds, more than an operation that only
+    /// waits for a timer or a callback-based client does itself; with hundreds of such tasks per
+    /// batch that cost dominates. The engine ignores `completion` once it has cancelled the
+    /// returned handle (on timeout, deadline or a vanished client), so calling it late is safe;
+    /// calling it more than once is not allowed. `completion` may be called on any thread, even
+    /// before `start` returns, and should be quick.
+    func start(
+        _ input: Input, completion: @escaping @Sendable (Result<Output, any Error>) -> Void
+    ) -> OperationHandle?
+
     /// Turns `run`'s result into the task's `output`.
     func encodeOutput(_ output: Output) throws -> RawJSON
 }
 
 extension Operation {
     public var isInstant: Bool { false }
+
+    public func start(
+        _ input: Input, completion: @escaping @Sendable (Result<Output, any Error>) -> Void
+    ) -> OperationHandle? {
+        nil
+    }
+}
+
+/// Work begun by ``Operation/start(_:completion:)``, which the engine may cancel.
+public struct OperationHandle: Sendable {
+    let cancel: @Sendable () -> Void
+
+    /// Creates a handle; `cancel` stops the work (it is called at most once, on any thread).
+    public init(cancel: @escaping @Sendable () -> Void) {
+        self.cancel = cancel
+    }
 }
 
 extension Operation where Input: Decodable {

@@ -4,7 +4,8 @@ import Synchronization
     import Glibc
 #endif
 
-/// Suspends tasks until deadlines, from one thread holding every pending deadline in a heap.
+/// Suspends tasks until deadlines, or calls actions at them, from one thread holding every pending
+/// deadline in a heap.
 ///
 /// The engine sleeps a lot: every batch waits for its deadline, tasks for their timeouts, and
 /// `sleep` for its input. `Task.sleep` arms a Dispatch timer per call, and a cancelled sleep
@@ -17,6 +18,26 @@ public final class DeadlineScheduler: @unchecked Sendable {
     /// The scheduler the engine uses.
     public static let shared = DeadlineScheduler()
 
+    /// What happens at a deadline.
+    private enum Waiter {
+        /// A suspended `sleep` resumes.
+        case task(CheckedContinuation<Void, any Error>)
+        /// A `schedule`d action runs, on the timer thread.
+        case action(@Sendable () -> Void)
+
+        func fire() {
+            switch self {
+            case .task(let continuation): continuation.resume()
+            case .action(let action): action()
+            }
+        }
+    }
+
+    /// A pending action, to cancel it with ``cancel(_:)``.
+    public struct Timer: Sendable {
+        fileprivate let id: UInt64
+    }
+
     private struct Pending {
         let deadline: ContinuousClock.Instant
         let id: UInt64
@@ -26,7 +47,7 @@ public final class DeadlineScheduler: @unchecked Sendable {
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     /// A min-heap by deadline; entries whose id is no longer in `waiters` are dead.
     private var heap: [Pending] = []
-    private var waiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+    private var waiters: [UInt64: Waiter] = [:]
     /// Sleeps cancelled before they registered.
     private var cancelledEarly: Set<UInt64> = []
     private var nextId: UInt64 = 0
@@ -53,33 +74,46 @@ public final class DeadlineScheduler: @unchecked Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let cancelled = locked { () -> Bool in
                     if cancelledEarly.remove(id) != nil { return true }
-                    waiters[id] = continuation
-                    push(Pending(deadline: deadline, id: id))
-                    if !threadStarted {
-                        threadStarted = true
-                        startThread()
-                    }
-                    if heap[0].id == id { pthread_cond_signal(condition) }  // a new earliest deadline
+                    insert(.task(continuation), id: id, deadline: deadline)
                     return false
                 }
                 if cancelled { continuation.resume(throwing: CancellationError()) }
             }
         } onCancel: {
-            let continuation = locked { () -> CheckedContinuation<Void, any Error>? in
-                if let continuation = waiters.removeValue(forKey: id) {
+            let waiter = locked { () -> Waiter? in
+                if let waiter = waiters.removeValue(forKey: id) {
                     compactIfMostlyDead()
-                    return continuation
+                    return waiter
                 }
                 cancelledEarly.insert(id)
                 return nil
             }
-            continuation?.resume(throwing: CancellationError())
+            if case .task(let continuation) = waiter { continuation.resume(throwing: CancellationError()) }
         }
     }
 
     /// Suspends for `duration`.
     public func sleep(for duration: Duration) async throws {
         try await sleep(until: .now + duration)
+    }
+
+    /// Calls `action` on the timer thread at `deadline`, unless cancelled first.
+    ///
+    /// This is what waiting costs without a task: no task to create and resume, which matters to
+    /// a batch of a hundred sleeps. `action` must be quick, as every other deadline waits for it.
+    public func schedule(at deadline: ContinuousClock.Instant, _ action: @escaping @Sendable () -> Void) -> Timer {
+        locked {
+            nextId += 1
+            insert(.action(action), id: nextId, deadline: deadline)
+            return Timer(id: nextId)
+        }
+    }
+
+    /// Drops `timer`'s action if it is still pending. An action already due may still run once.
+    public func cancel(_ timer: Timer) {
+        locked {
+            if waiters.removeValue(forKey: timer.id) != nil { compactIfMostlyDead() }
+        }
     }
 
     // MARK: The timer thread
@@ -116,13 +150,13 @@ public final class DeadlineScheduler: @unchecked Sendable {
                 pthread_cond_timedwait(condition, mutex, &wake)
                 continue
             }
-            var due: [CheckedContinuation<Void, any Error>] = []
+            var due: [Waiter] = []
             while let first = heap.first, first.deadline <= now {
                 pop()
-                if let continuation = waiters.removeValue(forKey: first.id) { due.append(continuation) }
+                if let waiter = waiters.removeValue(forKey: first.id) { due.append(waiter) }
             }
             pthread_mutex_unlock(mutex)
-            for continuation in due { continuation.resume() }
+            for waiter in due { waiter.fire() }
             pthread_mutex_lock(mutex)
         }
     }
@@ -135,14 +169,31 @@ public final class DeadlineScheduler: @unchecked Sendable {
         return body()
     }
 
+    private func insert(_ waiter: Waiter, id: UInt64, deadline: ContinuousClock.Instant) {
+        waiters[id] = waiter
+        push(Pending(deadline: deadline, id: id))
+        if !threadStarted {
+            threadStarted = true
+            startThread()
+        }
+        if heap[0].id == id { pthread_cond_signal(condition) }  // a new earliest deadline
+    }
+
+    // The sifts move a hole instead of swapping, over the raw buffer: with thousands of pending
+    // sleeps (a few dozen batches of a hundred) the timer thread spent most of its time in
+    // `swapAt` and its bounds and uniqueness checks.
+
     private func push(_ entry: Pending) {
         heap.append(entry)
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].deadline < heap[parent].deadline else { break }
-            heap.swapAt(child, parent)
-            child = parent
+        heap.withUnsafeMutableBufferPointer { heap in
+            var hole = heap.count - 1
+            while hole > 0 {
+                let parent = (hole - 1) / 2
+                guard entry.deadline < heap[parent].deadline else { break }
+                heap[hole] = heap[parent]
+                hole = parent
+            }
+            heap[hole] = entry
         }
     }
 
@@ -154,16 +205,18 @@ public final class DeadlineScheduler: @unchecked Sendable {
     }
 
     private func siftDown(_ start: Int) {
-        var parent = start
-        while true {
-            let left = 2 * parent + 1
-            let right = left + 1
-            var smallest = parent
-            if left < heap.count, heap[left].deadline < heap[smallest].deadline { smallest = left }
-            if right < heap.count, heap[right].deadline < heap[smallest].deadline { smallest = right }
-            if smallest == parent { return }
-            heap.swapAt(parent, smallest)
-            parent = smallest
+        heap.withUnsafeMutableBufferPointer { heap in
+            let entry = heap[start]
+            var hole = start
+            while true {
+                var child = 2 * hole + 1
+                guard child < heap.count else { break }
+                if child + 1 < heap.count, heap[child + 1].deadline < heap[child].deadline { child += 1 }
+                guard heap[child].deadline < entry.deadline else { break }
+                heap[hole] = heap[child]
+                hole = child
+            }
+            heap[hole] = entry
         }
     }
 
