@@ -27,6 +27,8 @@ final class ConnectionLoop: @unchecked Sendable {
         let connection: FastCGIConnection
         var phase: Phase
         var task: Task<Void, Never>?
+        /// False once a write of a streamed response failed: later writes are skipped.
+        var streamHealthy = true
     }
 
     private static let listenerToken: UInt64 = 1
@@ -161,7 +163,11 @@ final class ConnectionLoop: @unchecked Sendable {
             // so its handle is stored before it can finish.
             entries[token]?.task = Task(executorPreference: loop) {
                 let response = await handler.handle(request)
-                self.finish(token, response)
+                if let stream = response.stream {
+                    await self.stream(token, head: response.head(), stream)
+                } else {
+                    self.finish(token, response)
+                }
             }
         }
     }
@@ -176,8 +182,53 @@ final class ConnectionLoop: @unchecked Sendable {
         guard let connection = entries[token]?.connection else { return }
         entries[token]?.phase = .writing
         entries[token]?.task = nil
-        if connection.respond(head: response.head(), body: response.body) {
+        completed(token, keptOpen: connection.respond(head: response.head(), body: response.body))
+    }
+
+    /// Writes a streamed response: the head, then whatever `body` writes, each piece flushed.
+    ///
+    /// The request stays in the handling phase throughout, so a hang-up still cancels the task.
+    /// `body` runs even when the head cannot be written, with writes that fail, so that whatever
+    /// it holds (a batch slot) is released the usual way.
+    private func stream(_ token: UInt64, head: [UInt8], _ body: FastCGIResponse.Stream) async {
+        _ = await onLoop { self.writeStreamed(token, head, first: true) }
+        await body(
+            FastCGIResponseWriter { bytes in await self.onLoop { self.writeStreamed(token, bytes, first: false) } })
+        await onLoop {
+            guard let entry = self.entries[token] else { return }
+            self.entries[token]?.phase = .writing
+            self.entries[token]?.task = nil
+            self.completed(token, keptOpen: entry.connection.endStream(healthy: entry.streamHealthy))
+        }
+    }
+
+    private func writeStreamed(_ token: UInt64, _ bytes: [UInt8], first: Bool) -> Bool {
+        guard let entry = entries[token], entry.streamHealthy else { return false }
+        let written =
+            first ? entry.connection.beginStream(head: bytes) : entry.connection.writeStreamed(bytes)
+        if !written {
+            // The client is gone: stop the work that was writing to it.
+            entries[token]?.streamHealthy = false
+            entry.task?.cancel()
+        }
+        return written
+    }
+
+    /// Runs `body` on the loop thread: at once when already there, as the handler's task
+    /// usually is.
+    private func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        if loop.isCurrent { return body() }
+        return await withCheckedContinuation { continuation in
+            loop.execute { continuation.resume(returning: body()) }
+        }
+    }
+
+    /// Ends a request's bookkeeping once its response is written.
+    private func completed(_ token: UInt64, keptOpen: Bool) {
+        guard let connection = entries[token]?.connection else { return }
+        if keptOpen {
             entries[token]?.phase = .idle
+            entries[token]?.streamHealthy = true
             shared.activeRequests.subtract(1, ordering: .relaxed)
             loop.epoll.modify(
                 connection.fileDescriptor, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLONESHOT.rawValue,

@@ -74,7 +74,28 @@ final class FastCGIConnection: @unchecked Sendable {
         return finish(keepAlive: healthy && peerWantsKeepAlive)
     }
 
+    /// Writes the head of a streamed response and flushes it.
+    func beginStream(head: [UInt8]) -> Bool {
+        write(head) && flush()
+    }
+
+    /// Writes one piece of a streamed body and flushes it, so that it reaches the client now.
+    func writeStreamed(_ bytes: [UInt8]) -> Bool {
+        write(bytes) && flush()
+    }
+
+    /// Ends a streamed response.
+    ///
+    /// - Returns: `true` when the connection stays open for another request.
+    func endStream(healthy: Bool) -> Bool {
+        finish(keepAlive: healthy && peerWantsKeepAlive)
+    }
+
     // MARK: Internals
+
+    private func flush() -> Bool {
+        FCGX_FFlush(request.pointee.out) == 0 && FCGX_GetError(request.pointee.out) == 0
+    }
 
     /// libfcgi's parameter strings die at the next Accept/Finish: copy them.
     private func copyParameters() -> [String: String] {

@@ -8,7 +8,8 @@ import Testing
     import Glibc
 #endif
 
-/// Echoes the body back, reporting what it saw; `/slow` waits 10 s (or until cancelled).
+/// Echoes the body back, reporting what it saw; `/slow` waits 10 s (or until cancelled);
+/// `/stream` streams `one`, waits 300 ms, then streams `two`.
 private final class TestHandler: FastCGIHandler {
     let cancelled = Mutex(false)
 
@@ -20,6 +21,13 @@ private final class TestHandler: FastCGIHandler {
                 cancelled.withLock { $0 = true }
             }
             return FastCGIResponse(status: 200)
+        }
+        if request.path == "/stream" {
+            return FastCGIResponse(status: 200, headers: [("Content-Type", "text/plain")]) { writer in
+                await writer.write(Array("one\n".utf8))
+                try? await Task.sleep(for: .milliseconds(300))
+                await writer.write(Array("two\n".utf8))
+            }
         }
         let summary = "method=\(request.method) length=\(request.body.count) tooLarge=\(request.bodyTooLarge)\n"
         return FastCGIResponse(status: 201, headers: [("X-Test", "yes")], body: Array(summary.utf8) + request.body)
@@ -105,6 +113,20 @@ private struct FastCGIClient {
             if header[1] == 3 { return String(decoding: output, as: UTF8.self) }
         }
         return nil
+    }
+
+    /// Reads STDOUT records up to END_REQUEST, noting when each arrived.
+    func receiveTimed() -> [(at: ContinuousClock.Instant, text: String)] {
+        var pieces: [(at: ContinuousClock.Instant, text: String)] = []
+        while let header = readExactly(8) {
+            let length = Int(header[4]) << 8 | Int(header[5])
+            guard let content = readExactly(length + Int(header[6])) else { break }
+            if header[1] == 6, length > 0 {
+                pieces.append((.now, String(decoding: content.prefix(length), as: UTF8.self)))
+            }
+            if header[1] == 3 { break }
+        }
+        return pieces
     }
 
     /// True when the server has closed its side.
@@ -220,6 +242,31 @@ struct FastCGIServerTests {
             }
             #expect(large?.contains("length=0 tooLarge=true") == true)
             #expect(next?.hasSuffix("length=2 tooLarge=false\nok") == true)
+        }
+    }
+
+    @Test("a streamed body reaches the peer piece by piece, and the connection is kept after it")
+    func streamsPieces() async throws {
+        try await withServer { path, _ in
+            let (sent, pieces, next) = try await blocking {
+                () throws -> (ContinuousClock.Instant, [(at: ContinuousClock.Instant, text: String)], String?) in
+                let client = try FastCGIClient(path: path)
+                defer { client.close() }
+                let sent = ContinuousClock.now
+                client.send(path: "/stream", keepConnection: true)
+                let pieces = client.receiveTimed()
+                client.send(path: "/echo", body: Array("after".utf8), keepConnection: true)
+                return (sent, pieces, client.receive())
+            }
+            let text = pieces.map(\.text).joined()
+            #expect(text.hasPrefix("Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n"))
+            #expect(!text.contains("Content-Length"))
+            #expect(text.hasSuffix("\r\n\r\none\ntwo\n"))
+            // "one" is flushed at once, not held until the handler ends 300 ms later.
+            let first = try #require(pieces.first { $0.text.contains("one") })
+            #expect(first.at - sent < .milliseconds(250))
+            #expect(try #require(pieces.last).at - sent >= .milliseconds(300))
+            #expect(next?.hasSuffix("length=5 tooLarge=false\nafter") == true)
         }
     }
 
