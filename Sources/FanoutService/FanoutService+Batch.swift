@@ -2,12 +2,15 @@ import FanoutEngine
 import FastCGI
 
 extension FanoutService {
-    /// `POST /batch`: validate the whole batch, run it, answer with every result in request order.
+    /// `POST /batch`: validate the whole batch, run it, answer with every result in request order;
+    /// or, when the client accepts `application/x-ndjson`, stream each result as it finishes.
     func runBatch(_ request: FastCGIRequest, taskCount: inout Int) async throws(Problem) -> FastCGIResponse {
         try checkJSONBody(request)
         // Shed load before spending time on validation.
         if let problem = acquireBatchSlot() { throw problem }
-        defer { releaseBatchSlot() }
+        // Released when this returns, or, for a stream, when the stream ends.
+        var slotHandedOver = false
+        defer { if !slotHandedOver { releaseBatchSlot() } }
 
         let batch: Batch
         do {
@@ -16,7 +19,46 @@ extension FanoutService {
             throw .invalidRequest(error)
         }
         taskCount = batch.tasks.count
+        if Self.acceptsNDJSON(request.header("Accept")) {
+            slotHandedOver = true
+            return streamBatch(batch)
+        }
         let result = await BatchRunner.run(batch) { [self] in cancellationCause }
         return FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: result.jsonBytes())
+    }
+
+    /// The streamed answer: one line per task result as it finishes, then a status and summary line.
+    ///
+    /// Validation has already passed, so the stream always starts with 200. A client that goes
+    /// away cancels the batch: the transport cancels this task on hang-up or a failed write.
+    private func streamBatch(_ batch: Batch) -> FastCGIResponse {
+        FastCGIResponse(
+            status: 200,
+            headers: [
+                ("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-store"),
+                // Whatever the location's proxy buffering, nginx passes each line on at once.
+                ("X-Accel-Buffering", "no"),
+            ]
+        ) { [self] writer in
+            defer { releaseBatchSlot() }
+            let result = await BatchRunner.run(batch) { [self] in
+                cancellationCause
+            } onResults: { results in
+                await writer.write(BatchResult.ndjsonLines(results))
+            }
+            await writer.write(result.summaryJSONBytes() + [UInt8(ascii: "\n")])
+        }
+    }
+
+    /// Whether an `Accept` header asks for `application/x-ndjson` (with a nonzero quality).
+    static func acceptsNDJSON(_ accept: String?) -> Bool {
+        guard let accept else { return false }
+        for range in accept.split(separator: ",") {
+            let parts = range.split(separator: ";").map { $0.trimmingSpaces().lowercased() }
+            guard parts.first == "application/x-ndjson" else { continue }
+            let zeroQuality = parts.dropFirst().contains { $0.hasPrefix("q=") && (Double($0.dropFirst(2)) ?? 1) == 0 }
+            if !zeroQuality { return true }
+        }
+        return false
     }
 }

@@ -82,7 +82,7 @@ public final class FanoutService: FastCGIHandler {
     /// Answers one request and logs it.
     public func handle(_ request: FastCGIRequest) async -> FastCGIResponse {
         var taskCount = 0
-        let response: FastCGIResponse
+        var response: FastCGIResponse
         do {
             response = try await route(request, taskCount: &taskCount)
         } catch let problem as Problem {
@@ -94,14 +94,27 @@ public final class FanoutService: FastCGIHandler {
                 detail: "the server could not complete the request"
             ).response()
         }
-        let elapsed = ContinuousClock.now - request.receivedAt
-        logger.info(
-            "request",
-            metadata: [
-                "method": "\(request.method)", "path": "\(request.path)", "status": "\(response.status)",
-                "tasks": "\(taskCount)", "duration_ms": "\(Self.milliseconds(elapsed))",
-            ])
+        if let stream = response.stream {
+            // A streamed request is logged when its stream ends, with its whole duration.
+            let status = response.status
+            response.stream = { [self, taskCount] writer in
+                await stream(writer)
+                log(request, status: status, taskCount: taskCount, streamed: true)
+            }
+        } else {
+            log(request, status: response.status, taskCount: taskCount, streamed: false)
+        }
         return response
+    }
+
+    private func log(_ request: FastCGIRequest, status: Int, taskCount: Int, streamed: Bool) {
+        let elapsed = ContinuousClock.now - request.receivedAt
+        var metadata: Logger.Metadata = [
+            "method": "\(request.method)", "path": "\(request.path)", "status": "\(status)",
+            "tasks": "\(taskCount)", "duration_ms": "\(Self.milliseconds(elapsed))",
+        ]
+        if streamed { metadata["streamed"] = "true" }
+        logger.info("request", metadata: metadata)
     }
 
     private func route(_ request: FastCGIRequest, taskCount: inout Int) async throws -> FastCGIResponse {
@@ -190,7 +203,7 @@ public final class FanoutService: FastCGIHandler {
 }
 
 extension StringProtocol {
-    fileprivate func trimmingSpaces() -> String {
+    func trimmingSpaces() -> String {
         let isSpace = { (character: Character) in character == " " || character == "\t" }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
             return ""

@@ -3,7 +3,8 @@
 Usage: check_openapi.py openapi.yaml RESPONSES_DIR
 Each response NAME is recorded as NAME.request ("METHOD PATH"), NAME.status, NAME.headers and
 NAME.body. Every one must be described by the spec: its path and method (or a 404/405 problem),
-its status, its content type, and its body must validate against the schema.
+its status, its content type, and its body must validate against the schema. For
+application/x-ndjson, the schema describes one line, and every line must validate.
 """
 import json
 import pathlib
@@ -49,7 +50,11 @@ def main():
         headers = request.with_suffix(".headers").read_text()
         match = re.search(r"^content-type:\s*([^;\r\n]+)", headers, re.I | re.M)
         content_type = match.group(1).strip() if match else None
-        body = json.loads(request.with_suffix(".body").read_text() or "null")
+        text = request.with_suffix(".body").read_text()
+        if content_type == "application/x-ndjson":
+            bodies = [json.loads(line) for line in text.splitlines()]
+        else:
+            bodies = [json.loads(text or "null")]
 
         item = find_path(spec, path)
         operation = item.get(method.lower()) if item else None
@@ -69,7 +74,8 @@ def main():
         document = dict(schema)
         document["components"] = spec["components"]
         try:
-            jsonschema.Draft202012Validator(document).validate(body)
+            for body in bodies:
+                jsonschema.Draft202012Validator(document).validate(body)
             checked += 1
         except jsonschema.ValidationError as error:
             print(f"  {name}: {method} {path} -> {status}: {error.message} at {list(error.absolute_path)}")

@@ -159,6 +159,31 @@ LINE=$(grep 'path=/batch' "$RUN_DIR/fanout.log" | grep -E 'tasks=7( |$)' | tail 
 MS=$(sed -n 's/.*duration_ms=\([0-9]*\).*/\1/p' <<<"$LINE")
 check "a vanished client's batch is cancelled (ended after ${MS:-?} ms, not 4000)" [ -n "$MS" ] && [ "$MS" -lt 2000 ]
 
+# Streamed results: each task's line reaches the client through nginx as the task finishes.
+STREAM_BODY='{"tasks":[{"id":"slow","op":"sleep","input":{"ms":2000}},{"id":"fast","op":"sleep","input":{"ms":50}}]}'
+START=$(date +%s%N)
+curl -sN -H 'Content-Type: application/json' -H 'Accept: application/x-ndjson' -d "$STREAM_BODY" "$BASE/batch" |
+    while IFS= read -r line; do printf '%d %s\n' $((($(date +%s%N) - START) / 1000000)) "$line"; done >"$RUN_DIR/stream.txt"
+FIRST_MS=$(head -1 "$RUN_DIR/stream.txt" | cut -d' ' -f1)
+check "streamed: the 50 ms task's line arrives after ${FIRST_MS:-?} ms, long before the 2 s task ends" \
+    [ "$(head -1 "$RUN_DIR/stream.txt" | cut -d' ' -f2- | jq -r .id)" = fast ] && [ "${FIRST_MS:-9999}" -lt 1000 ]
+check "streamed: lines come in completion order, then the summary line" \
+    [ "$(cut -d' ' -f2- "$RUN_DIR/stream.txt" | jq -rs '[.[] | .id // .status] | join(",")')" = "fast,slow,succeeded" ]
+request stream POST /batch '{"tasks":[{"id":"a","op":"echo","input":1},{"id":"b","op":"fail","input":{"code":"x"}}]}' \
+    -H 'Accept: application/x-ndjson'
+check "streamed: 200 application/x-ndjson, one line per task and a summary" [ "$(status_of stream)" = 200 -a \
+    "$(header_of stream Content-Type)" = application/x-ndjson -a "$(jq -s -c '[length, .[2].summary.total]' "$RESPONSES/stream.body")" = "[3,2]" ]
+request stream_invalid POST /batch '{"tasks":[{"id":"a","op":"nope"}]}' -H 'Accept: application/x-ndjson'
+check "streamed: an invalid batch is still a 400 problem" [ "$(status_of stream_invalid)" = 400 -a \
+    "$(header_of stream_invalid Content-Type)" = application/problem+json ]
+curl -sN -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -H 'Accept: application/x-ndjson' \
+    -d "$(sleeps_batch 9 4000)" "$BASE/batch"
+sleep 0.5
+LINE=$(grep 'path=/batch' "$RUN_DIR/fanout.log" | grep -E 'tasks=9( |$)' | tail -1)
+MS=$(sed -n 's/.*duration_ms=\([0-9]*\).*/\1/p' <<<"$LINE")
+check "streamed: a client leaving mid-stream cancels the batch (ended after ${MS:-?} ms, not 4000)" \
+    [ -n "$MS" ] && [ "$MS" -lt 2000 ]
+
 # Many concurrent requests on kept connections: none fails, no descriptor leaks.
 seq 1 300 | xargs -P 32 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'Content-Type: application/json' \
     -d '{"tasks":[{"id":"a","op":"sleep","input":{"ms":5}},{"id":"b","op":"echo"}]}' "$BASE/batch" >"$RUN_DIR/burst.txt"

@@ -73,7 +73,27 @@ public struct BatchResult: Sendable {
             if index > 0 { writer.raw(",") }
             Self.write(result, to: &writer)
         }
-        writer.raw(#"],"summary":{"total":"#)
+        writer.raw("],")
+        writeSummary(summary, to: &writer)
+        writer.raw("}")
+        return writer.bytes
+    }
+
+    /// The last line of a streamed batch: `{"status": …, "summary": {…}}`.
+    public func summaryJSONBytes() -> [UInt8] {
+        let summary = summary
+        var writer = JSONWriter(reservingCapacity: 160)
+        writer.raw(#"{"status":"#)
+        writer.string(Self.status(of: summary, total: results.count).rawValue)
+        writer.raw(",")
+        writeSummary(summary, to: &writer)
+        writer.raw("}")
+        return writer.bytes
+    }
+
+    /// Writes `"summary":{…}`.
+    private func writeSummary(_ summary: Summary, to writer: inout JSONWriter) {
+        writer.raw(#""summary":{"total":"#)
         writer.integer(results.count)
         writer.raw(#","succeeded":"#)
         writer.integer(summary.succeeded)
@@ -85,7 +105,16 @@ public struct BatchResult: Sendable {
         writer.integer(summary.cancelled)
         writer.raw(#","duration_ms":"#)
         writer.milliseconds(duration)
-        writer.raw("}}")
+        writer.raw("}")
+    }
+
+    /// Appends each result's object, one per line (newline-delimited JSON).
+    public static func ndjsonLines(_ results: [TaskResult]) -> [UInt8] {
+        var writer = JSONWriter(reservingCapacity: results.count * 96)
+        for result in results {
+            write(result, to: &writer)
+            writer.raw("\n")
+        }
         return writer.bytes
     }
 
