@@ -28,14 +28,16 @@ struct StderrLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         var line = Self.timestamp()
+        line.reserveCapacity(160)
         line += " \(event.level) \(label): \(event.message)"
-        let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
-        for key in merged.keys.sorted() {
-            line += " \(key)=\(merged[key]!)"
+        // The request log line carries only its own metadata: skip merging for it.
+        let merged =
+            metadata.isEmpty ? (event.metadata ?? [:]) : event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
+        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+            line += " \(key)=\(value)"
         }
         line += "\n"
-        var bytes = Array(line.utf8)
-        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }
 
     /// `2026-11-29T19:02:17.123Z`; the part up to the seconds is formatted once per second.
