@@ -131,11 +131,12 @@ public struct BatchDecoder: Sendable {
         }
         var drafts: [DraftTask] = []
         var count = 0
+        var lastOperation: AnyOperation?
         try scanner.beginArray()
         while try scanner.nextElement(first: count == 0) {
             // Past the limit, keep checking the syntax but stop collecting tasks.
             if count < limits.maximumTasks {
-                drafts.append(try decodeTask(&scanner, index: count, issues: &issues))
+                drafts.append(try decodeTask(&scanner, index: count, lastOperation: &lastOperation, issues: &issues))
             } else {
                 _ = try scanner.skipValue()
             }
@@ -156,8 +157,10 @@ public struct BatchDecoder: Sendable {
     private static let taskFields = ["id", "op", "input", "depends_on", "timeout_ms"]
     private static let taskFieldBytes = taskFields.map { Array($0.utf8) }
 
+    /// - Parameter lastOperation: the previous task's operation: batches mostly repeat one, and
+    ///   comparing its name is cheaper than hashing it for the registry.
     private func decodeTask(
-        _ scanner: inout JSONScanner, index: Int, issues: inout [ValidationIssue]
+        _ scanner: inout JSONScanner, index: Int, lastOperation: inout AnyOperation?, issues: inout [ValidationIssue]
     ) throws -> DraftTask {
         var draft = DraftTask(index: index)
         guard try scanner.peekKind() == .object else {
@@ -197,7 +200,9 @@ public struct BatchDecoder: Sendable {
                     continue
                 }
                 let id = try scanner.readString()
-                let length = id.unicodeScalars.count
+                // Scalars are never more than UTF-8 bytes: count them only for a long id.
+                let bytes = id.utf8.count
+                let length = bytes <= limits.maximumIdLength ? bytes : id.unicodeScalars.count
                 if length == 0 || length > limits.maximumIdLength {
                     fieldIssues.append((key, "must be 1 to \(limits.maximumIdLength) characters long"))
                 } else {
@@ -237,7 +242,8 @@ public struct BatchDecoder: Sendable {
 
         if seenKeys & 1 == 0 { fieldIssues.append(("id", "is required")) }
         if let operationName {
-            if let operation = registry[operationName] {
+            if let operation = lastOperation?.name == operationName ? lastOperation : registry[operationName] {
+                lastOperation = operation
                 draft.isInstant = operation.isInstant
                 do {
                     draft.work = try operation.prepare(input)

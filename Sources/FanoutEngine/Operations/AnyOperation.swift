@@ -1,5 +1,8 @@
 /// A type-erased ``Operation``, as stored in the registry.
-public struct AnyOperation: Sendable {
+///
+/// A class: the decoder passes the operation of every task around, and copying a reference is
+/// one retain where copying the fields was five.
+public final class AnyOperation: Sendable {
     /// The operation's name.
     public let name: String
     /// Its one-line description.
@@ -17,8 +20,23 @@ public struct AnyOperation: Sendable {
         summary = operation.summary
         inputSchema = operation.inputSchema
         isInstant = operation.isInstant
-        prepareInput = { (json: RawJSON) throws(InputError) -> PreparedTask in
-            PreparedTask(bound: Bound(operation: operation, input: try operation.decodeInput(json)))
+        // One shared copy of the operation; each task's bound work refers to it.
+        if let instant = operation as? any InstantOperation {
+            prepareInput = Self.preparer(instant)
+        } else {
+            let shared = Shared(operation)
+            prepareInput = { (json: RawJSON) throws(InputError) -> PreparedTask in
+                PreparedTask(bound: Bound(shared, try shared.operation.decodeInput(json)))
+            }
+        }
+    }
+
+    private static func preparer<Wrapped: InstantOperation>(
+        _ operation: Wrapped
+    ) -> @Sendable (RawJSON) throws(InputError) -> PreparedTask {
+        let shared = Shared(operation)
+        return { (json: RawJSON) throws(InputError) -> PreparedTask in
+            PreparedTask(bound: InstantBound(shared, try shared.operation.decodeInput(json)))
         }
     }
 
@@ -39,30 +57,73 @@ public struct PreparedTask: Sendable {
         try await bound.run()
     }
 
+    /// Runs an ``InstantOperation`` synchronously; `nil` for any other operation.
+    func runInstantly() -> Result<RawJSON, any Error>? {
+        bound.runInstantly()
+    }
+
     /// Starts the operation without a task, if it can be (see ``Operation/start(_:completion:)``).
     func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? {
         bound.start(completion: completion)
     }
 }
 
-/// The type-erased face of ``Bound``: one existential instead of a closure per entry point.
-private protocol BoundOperation: Sendable {
+/// The type-erased face of the bound work. A class: copying a task's work is one retain, and the
+/// operation itself is shared, not copied into every task.
+private protocol BoundOperation: AnyObject, Sendable {
     func run() async throws -> RawJSON
+    func runInstantly() -> Result<RawJSON, any Error>?
     func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle?
 }
 
-private struct Bound<Wrapped: Operation>: BoundOperation {
+/// An operation, stored once per registration.
+private final class Shared<Wrapped: Operation>: Sendable {
     let operation: Wrapped
+
+    init(_ operation: Wrapped) {
+        self.operation = operation
+    }
+}
+
+private final class Bound<Wrapped: Operation>: BoundOperation {
+    let shared: Shared<Wrapped>
     let input: Wrapped.Input
 
-    func run() async throws -> RawJSON {
-        try operation.encodeOutput(try await operation.run(input))
+    init(_ shared: Shared<Wrapped>, _ input: Wrapped.Input) {
+        self.shared = shared
+        self.input = input
     }
 
+    func run() async throws -> RawJSON {
+        try shared.operation.encodeOutput(try await shared.operation.run(input))
+    }
+
+    func runInstantly() -> Result<RawJSON, any Error>? { nil }
+
     func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? {
-        let operation = operation
+        let operation = shared.operation
         return operation.start(input) { result in
             completion(result.flatMap { output in Result { try operation.encodeOutput(output) } })
         }
     }
+}
+
+private final class InstantBound<Wrapped: InstantOperation>: BoundOperation {
+    let shared: Shared<Wrapped>
+    let input: Wrapped.Input
+
+    init(_ shared: Shared<Wrapped>, _ input: Wrapped.Input) {
+        self.shared = shared
+        self.input = input
+    }
+
+    func run() async throws -> RawJSON {
+        try shared.operation.encodeOutput(shared.operation.runInstantly(input))
+    }
+
+    func runInstantly() -> Result<RawJSON, any Error>? {
+        Result { try shared.operation.encodeOutput(shared.operation.runInstantly(input)) }
+    }
+
+    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? { nil }
 }

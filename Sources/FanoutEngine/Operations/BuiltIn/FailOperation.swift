@@ -1,17 +1,18 @@
 /// `fail`: always fails with the code and message it is given, to exercise clients' error paths.
-public struct FailOperation: Operation {
+public struct FailOperation: InstantOperation {
     public struct Input: Decodable, Sendable {
         public var code: String
         public var message: String?
     }
 
-    public let name = "fail"
-    public let summary = "Always fails with the given error code and message."
-    public let inputSchema = RawJSON(
-        trusted: Array(
-            #"{"type":"object","required":["code"],"properties":{"code":{"type":"string","minLength":1,"maxLength":64},"message":{"type":"string"}}}"#
-                .utf8))
-    public let isInstant = true
+    public var name: String { "fail" }
+    public var summary: String { "Always fails with the given error code and message." }
+    public var inputSchema: RawJSON {
+        RawJSON(
+            trusted: Array(
+                #"{"type":"object","required":["code"],"properties":{"code":{"type":"string","minLength":1,"maxLength":64},"message":{"type":"string"}}}"#
+                    .utf8))
+    }
 
     /// Creates the operation.
     public init() {}
@@ -24,7 +25,7 @@ public struct FailOperation: Operation {
         return input
     }
 
-    public func run(_ input: Input) async throws -> Never {
+    public func runInstantly(_ input: Input) throws -> Never {
         throw OperationError(code: input.code, message: input.message ?? "failed as requested")
     }
 

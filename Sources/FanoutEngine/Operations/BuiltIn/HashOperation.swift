@@ -7,7 +7,7 @@ import Crypto
 #endif
 
 /// `hash`: the SHA-2 digest of a UTF-8 or base64 string, as lowercase hex.
-public struct HashOperation: Operation {
+public struct HashOperation: InstantOperation {
     /// The decoded input: the algorithm and the bytes to hash.
     public struct Input: Sendable {
         public var algorithm: Algorithm
@@ -29,13 +29,14 @@ public struct HashOperation: Operation {
         var encoding: String?
     }
 
-    public let name = "hash"
-    public let summary = "Returns the SHA-256, SHA-384 or SHA-512 digest of the data as lowercase hex."
-    public let inputSchema = RawJSON(
-        trusted: Array(
-            #"{"type":"object","required":["algorithm","data"],"properties":{"algorithm":{"enum":["sha256","sha384","sha512"]},"data":{"type":"string"},"encoding":{"enum":["utf8","base64"],"default":"utf8"}}}"#
-                .utf8))
-    public let isInstant = true
+    public var name: String { "hash" }
+    public var summary: String { "Returns the SHA-256, SHA-384 or SHA-512 digest of the data as lowercase hex." }
+    public var inputSchema: RawJSON {
+        RawJSON(
+            trusted: Array(
+                #"{"type":"object","required":["algorithm","data"],"properties":{"algorithm":{"enum":["sha256","sha384","sha512"]},"data":{"type":"string"},"encoding":{"enum":["utf8","base64"],"default":"utf8"}}}"#
+                    .utf8))
+    }
 
     /// Creates the operation.
     public init() {}
@@ -58,7 +59,7 @@ public struct HashOperation: Operation {
         }
     }
 
-    public func run(_ input: Input) async throws -> Output {
+    public func runInstantly(_ input: Input) -> Output {
         let digest: any Digest =
             switch input.algorithm {
             case .sha256: SHA256.hash(data: input.data)

@@ -4,19 +4,20 @@ public struct SleepOperation: Operation {
         public var ms: Int
     }
 
-    public let name = "sleep"
-    public let summary = "Waits the given number of milliseconds, then returns."
-    public let inputSchema: RawJSON
+    public var name: String { "sleep" }
+    public var summary: String { "Waits the given number of milliseconds, then returns." }
+    public var inputSchema: RawJSON {
+        RawJSON(
+            trusted: Array(
+                #"{"type":"object","required":["ms"],"properties":{"ms":{"type":"integer","minimum":0,"maximum":\#(maximumMilliseconds)}}}"#
+                    .utf8))
+    }
     /// The longest sleep accepted.
     public let maximumMilliseconds: Int
 
     /// Creates the operation with its longest accepted sleep.
     public init(maximumMilliseconds: Int) {
         self.maximumMilliseconds = maximumMilliseconds
-        inputSchema = RawJSON(
-            trusted: Array(
-                #"{"type":"object","required":["ms"],"properties":{"ms":{"type":"integer","minimum":0,"maximum":\#(maximumMilliseconds)}}}"#
-                    .utf8))
     }
 
     // Hand-written decoding and encoding: sleep is the typical short task, and JSONDecoder and
