@@ -132,11 +132,15 @@ public struct BatchDecoder: Sendable {
         var drafts: [DraftTask] = []
         var count = 0
         var lastOperation: AnyOperation?
+        let taskFieldBytes = Self.taskFieldBytes
         try scanner.beginArray()
         while try scanner.nextElement(first: count == 0) {
             // Past the limit, keep checking the syntax but stop collecting tasks.
             if count < limits.maximumTasks {
-                drafts.append(try decodeTask(&scanner, index: count, lastOperation: &lastOperation, issues: &issues))
+                drafts.append(
+                    try decodeTask(
+                        &scanner, index: count, lastOperation: &lastOperation, taskFieldBytes: taskFieldBytes,
+                        issues: &issues))
             } else {
                 _ = try scanner.skipValue()
             }
@@ -157,10 +161,23 @@ public struct BatchDecoder: Sendable {
     private static let taskFields = ["id", "op", "input", "depends_on", "timeout_ms"]
     private static let taskFieldBytes = taskFields.map { Array($0.utf8) }
 
+    /// `taskFields[field]`, without touching the shared array for every key of every task.
+    private static func taskFieldName(_ field: Int) -> String {
+        switch field {
+        case 0: "id"
+        case 1: "op"
+        case 2: "input"
+        case 3: "depends_on"
+        default: "timeout_ms"
+        }
+    }
+
     /// - Parameter lastOperation: the previous task's operation: batches mostly repeat one, and
     ///   comparing its name is cheaper than hashing it for the registry.
+    ///   - taskFieldBytes: ``taskFieldBytes``, fetched once per batch rather than once per key.
     private func decodeTask(
-        _ scanner: inout JSONScanner, index: Int, lastOperation: inout AnyOperation?, issues: inout [ValidationIssue]
+        _ scanner: inout JSONScanner, index: Int, lastOperation: inout AnyOperation?, taskFieldBytes: [[UInt8]],
+        issues: inout [ValidationIssue]
     ) throws -> DraftTask {
         var draft = DraftTask(index: index)
         guard try scanner.peekKind() == .object else {
@@ -171,20 +188,22 @@ public struct BatchDecoder: Sendable {
         // Issues are collected locally first: they name the task by id, known only at the end.
         var fieldIssues: [(field: String, message: String)] = []
         var operationName: String?
-        var input = RawJSON.null
+        // Not `RawJSON.null` up front: that shared value's reference count, bumped by every task
+        // on every thread, was a contended hot spot.
+        var input: RawJSON?
         var seenKeys: UInt8 = 0
 
         try scanner.beginObject()
         var first = true
         var otherKey = ""
-        while let field = try scanner.nextKey(first: first, among: Self.taskFieldBytes, otherKey: &otherKey) {
+        while let field = try scanner.nextKey(first: first, among: taskFieldBytes, otherKey: &otherKey) {
             first = false
             guard field >= 0 else {
                 fieldIssues.append((otherKey, "is not a task field"))
                 _ = try scanner.skipValue()
                 continue
             }
-            let key = Self.taskFields[field]
+            let key = Self.taskFieldName(field)
             let bit = UInt8(1) << field
             guard seenKeys & bit == 0 else {
                 fieldIssues.append((key, "appears more than once"))
@@ -246,7 +265,7 @@ public struct BatchDecoder: Sendable {
                 lastOperation = operation
                 draft.isInstant = operation.isInstant
                 do {
-                    draft.work = try operation.prepare(input)
+                    draft.work = try operation.prepare(input ?? .null)
                 } catch {
                     fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
                 }
