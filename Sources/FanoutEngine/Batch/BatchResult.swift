@@ -22,6 +22,9 @@ public struct BatchResult: Sendable {
         public var skipped = 0
         public var cancelled = 0
 
+        /// All zero.
+        public init() {}
+
         /// How many tasks ended with `status`.
         public func count(_ status: TaskStatus) -> Int {
             switch status {
@@ -77,6 +80,34 @@ public struct BatchResult: Sendable {
         writeSummary(summary, to: &writer)
         writer.raw("}")
         return writer.bytes
+    }
+
+    /// The `results` array alone: `[{…}, …]`, as an asynchronous job stores it.
+    public func resultsJSONBytes() -> [UInt8] {
+        var writer = JSONWriter(reservingCapacity: 2 + results.count * 96)
+        writer.raw("[")
+        for (index, result) in results.enumerated() {
+            if index > 0 { writer.raw(",") }
+            Self.write(result, to: &writer)
+        }
+        writer.raw("]")
+        return writer.bytes
+    }
+
+    /// The `summary` object alone: `{"total": …, …}`.
+    public func summaryJSONObjectBytes() -> [UInt8] {
+        var writer = JSONWriter(reservingCapacity: 128)
+        writeSummary(summary, to: &writer)
+        // writeSummary writes the member; keep only its value.
+        return Array(writer.bytes.dropFirst(#""summary":"#.utf8.count))
+    }
+
+    /// A result in which every task of `batch` is cancelled with `error`, for a batch that never
+    /// ran or whose run was lost.
+    public static func allCancelled(_ batch: Batch, error: TaskError) -> BatchResult {
+        BatchResult(
+            results: batch.tasks.map { TaskResult(id: $0.id, status: .cancelled, error: error, duration: .zero) },
+            duration: .zero)
     }
 
     /// The last line of a streamed batch: `{"status": …, "summary": {…}}`.

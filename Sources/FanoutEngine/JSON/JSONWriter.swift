@@ -22,6 +22,11 @@ public struct JSONWriter: Sendable {
         bytes.append(contentsOf: value.bytes)
     }
 
+    /// Appends bytes that are already one valid JSON value (stored results, say).
+    public mutating func trustedJSON(_ value: [UInt8]) {
+        bytes.append(contentsOf: value)
+    }
+
     /// Appends a JSON string, escaped.
     public mutating func string(_ value: String) {
         bytes.append(UInt8(ascii: "\""))
