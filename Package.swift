@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
     ],
     targets: [
         // C boundary: libfcgi, found through pkg-config.
@@ -38,12 +39,23 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto")
             ]
         ),
+        // Asynchronous jobs: the SQLite store shared by responder processes, and the runner.
+        .target(
+            name: "FanoutJobs",
+            dependencies: [
+                "FanoutEngine",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // HTTP-facing service: routes, status codes, problem documents.
         .target(
             name: "FanoutService",
             dependencies: [
                 "FastCGI",
                 "FanoutEngine",
+                "FanoutJobs",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -60,7 +72,11 @@ let package = Package(
         ),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "CFastCGI"]),
         .testTarget(name: "FanoutEngineTests", dependencies: ["FanoutEngine"]),
-        .testTarget(name: "FanoutServiceTests", dependencies: ["FanoutService", "FanoutEngine", "FastCGI"]),
+        .testTarget(
+            name: "FanoutJobsTests",
+            dependencies: ["FanoutJobs", "FanoutEngine", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "FanoutServiceTests", dependencies: ["FanoutService", "FanoutEngine", "FanoutJobs", "FastCGI"]),
     ],
     swiftLanguageModes: [.v6]
 )

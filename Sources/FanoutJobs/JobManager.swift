@@ -1,0 +1,305 @@
+import FanoutEngine
+import Foundation
+import Logging
+import Synchronization
+
+/// Runs asynchronous batches: claims queued jobs from the shared store, runs them on Swift's
+/// pool (never on the transport's event loops), records progress and results, and ends the jobs
+/// of responders that died.
+///
+/// Every responder process has one. A job accepted is never lost: it waits in the store until
+/// some process claims it; a process that dies mid-job stops sending heartbeats (or is seen to be
+/// gone), and any other process, or the next one started, reports the job `failed` with the
+/// code `interrupted`.
+public final class JobManager: Sendable {
+    /// Limits and timings; every field has a default.
+    public struct Configuration: Sendable {
+        /// Jobs this process runs at once.
+        public var maximumRunning = 4
+        /// Jobs queued or running at once, over all processes; past it, submissions get 503.
+        public var maximumPending = 10_000
+        /// How long a finished job is kept, in seconds.
+        public var retentionSeconds: Double = 24 * 3600
+        /// The largest stored `results` array of one job, in bytes; past it the job fails with
+        /// `result_too_large` and keeps only its summary.
+        public var maximumResultBytes = 16 * 1024 * 1024
+        /// How often the store is checked for jobs queued by other processes.
+        public var pollInterval: Duration = .milliseconds(250)
+        /// How often running jobs are marked alive (and checked for cancellation by other processes).
+        public var heartbeatInterval: Duration = .seconds(1)
+        /// A running job whose heartbeat is older than this, in seconds, is declared interrupted.
+        public var staleAfterSeconds: Double = 10
+        /// How often expired jobs are removed.
+        public var sweepInterval: Duration = .seconds(60)
+        /// How often a running job's progress is written.
+        public var progressInterval: Duration = .milliseconds(200)
+
+        /// The defaults.
+        public init() {}
+    }
+
+    private struct State {
+        var running: [String: Task<Void, Never>] = [:]
+        var stopping = false
+        var waiter: CheckedContinuation<Void, Never>?
+        var wakePending = false
+        var loops: [Task<Void, Never>] = []
+    }
+
+    /// The store this manager works on.
+    public let store: JobStore
+    public let configuration: Configuration
+    private let decoder: BatchDecoder
+    private let owner = JobStore.Owner.current()
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    public init(store: JobStore, decoder: BatchDecoder, configuration: Configuration, logger: Logger) {
+        self.store = store
+        self.decoder = decoder
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Starts claiming and running jobs, and the heartbeat, recovery and retention sweeps.
+    public func start() {
+        Self.liveOwners.withLock { _ = $0.insert(owner.token) }
+        state.withLock { state in
+            state.loops = [Task { await self.workLoop() }, Task { await self.maintenanceLoop() }]
+        }
+    }
+
+    /// Jobs this process is running now.
+    public var runningCount: Int { state.withLock { $0.running.count } }
+
+    private var isStopping: Bool { state.withLock { $0.stopping } }
+
+    // MARK: Requests
+
+    /// Queues a validated batch (see ``JobStore/submit(body:taskCount:idempotencyKey:maximumPending:now:)``).
+    public func submit(body: [UInt8], taskCount: Int, idempotencyKey: String?) async throws -> JobStore.Submission {
+        let submission = try await store.submit(
+            body: body, taskCount: taskCount, idempotencyKey: idempotencyKey,
+            maximumPending: configuration.maximumPending, now: Self.now())
+        if case .created = submission { wake() }
+        return submission
+    }
+
+    /// The job `id`, unless unknown or expired.
+    public func job(_ id: String) async throws -> Job? {
+        try await store.job(id, now: Self.now())
+    }
+
+    /// Cancels the job `id`: a queued one at once, a running one as soon as its process notices
+    /// (at once when it is this process). Waits up to `wait` for a running job to end.
+    public func cancel(_ id: String, wait: Duration = .seconds(2)) async throws -> JobStore.CancelOutcome {
+        let decoder = decoder
+        let outcome = try await store.cancel(id, now: Self.now(), retention: configuration.retentionSeconds) { body in
+            (try? decoder.decode(body)).map {
+                BatchResult.allCancelled($0, error: TaskError(code: "cancelled", message: "the job was cancelled"))
+            }
+        }
+        guard case .requested(var job) = outcome else { return outcome }
+        _ = state.withLock { $0.running[id] }?.cancel()
+        let clock = ContinuousClock()
+        let deadline = clock.now + wait
+        while !job.status.isFinished, clock.now < deadline {
+            try await DeadlineScheduler.shared.sleep(for: .milliseconds(20))
+            guard let latest = try await self.job(id) else { return .notFound }
+            job = latest
+        }
+        return job.status.isFinished ? .cancelled(job) : .requested(job)
+    }
+
+    /// Stops claiming jobs, lets running ones finish for up to `grace`, then cancels the rest;
+    /// those are reported `failed` with the code `interrupted`.
+    public func shutdown(grace: Duration) async {
+        let loops = state.withLock { state in
+            state.stopping = true
+            return state.loops
+        }
+        wake()
+        let clock = ContinuousClock()
+        let deadline = clock.now + grace
+        while runningCount > 0, clock.now < deadline {
+            try? await DeadlineScheduler.shared.sleep(for: .milliseconds(20))
+        }
+        for task in state.withLock({ Array($0.running.values) }) { task.cancel() }
+        while runningCount > 0 { try? await DeadlineScheduler.shared.sleep(for: .milliseconds(10)) }
+        for task in loops { task.cancel() }
+        for task in loops { await task.value }
+        Self.liveOwners.withLock { _ = $0.remove(owner.token) }
+    }
+
+    /// The owners of the managers running in this process (one, outside tests).
+    private static let liveOwners = Mutex<Set<String>>([])
+
+    // MARK: Running jobs
+
+    private func workLoop() async {
+        while !isStopping {
+            while !isStopping, runningCount < configuration.maximumRunning {
+                let claim: JobStore.Claim?
+                do {
+                    claim = try await store.claimNext(owner: owner, now: Self.now())
+                } catch {
+                    logger.error("could not claim a job", metadata: ["error": "\(error)"])
+                    break
+                }
+                guard let claim else { break }
+                state.withLock { state in
+                    state.running[claim.id] = Task {
+                        await self.run(claim)
+                        _ = self.state.withLock { $0.running.removeValue(forKey: claim.id) }
+                        self.wake()
+                    }
+                }
+            }
+            await waitForWake(timeout: configuration.pollInterval)
+        }
+    }
+
+    private func run(_ claim: JobStore.Claim) async {
+        let batch: Batch
+        do {
+            batch = try decoder.decode(claim.body)
+        } catch {
+            // Valid when accepted; the server's limits may have changed since.
+            let failure = TaskError(code: "invalid_request", message: "the batch is not valid under the current limits")
+            await finish(claim.id, status: .failed, result: nil, error: failure)
+            return
+        }
+        let clock = ContinuousClock()
+        var progress = BatchResult.Summary()
+        var lastWrite = clock.now
+        let result = await BatchRunner.run(batch, cancellationCause: { [self] in isStopping ? .shutdown : .clientGone })
+        {
+            [self] results in
+            for result in results {
+                switch result.status {
+                case .succeeded: progress.succeeded += 1
+                case .failed: progress.failed += 1
+                case .skipped: progress.skipped += 1
+                case .cancelled: progress.cancelled += 1
+                }
+            }
+            guard clock.now - lastWrite >= configuration.progressInterval else { return }
+            lastWrite = clock.now
+            do {
+                try await store.recordProgress(claim.id, owner: owner, progress: progress)
+            } catch {
+                logger.warning("could not record progress", metadata: ["job": "\(claim.id)", "error": "\(error)"])
+            }
+        }
+        if Task.isCancelled, isStopping {
+            let error = TaskError(code: "interrupted", message: "the responder stopped before the job finished")
+            await finish(claim.id, status: .failed, result: result, error: error)
+        } else if Task.isCancelled {
+            await finish(claim.id, status: .cancelled, result: result, error: nil)
+        } else if result.resultsJSONBytes().count > configuration.maximumResultBytes {
+            let error = TaskError(
+                code: "result_too_large",
+                message: "the results are larger than the \(configuration.maximumResultBytes) bytes a job may store")
+            await finish(claim.id, status: .failed, result: nil, error: error, counts: result.summary)
+        } else {
+            await finish(claim.id, status: JobStatus(result.status), result: result, error: nil)
+        }
+    }
+
+    private func finish(
+        _ id: String, status: JobStatus, result: BatchResult?, error: TaskError?, counts: BatchResult.Summary? = nil
+    ) async {
+        do {
+            // A cancelled job's task is cancelled too, and GRDB refuses to start work for a
+            // cancelled task: store the outcome from a task of its own.
+            let (store, owner, retention) = (store, owner, configuration.retentionSeconds)
+            try await Task {
+                try await store.finish(
+                    id, owner: owner, status: status, result: result, counts: counts, error: error, now: Self.now(),
+                    retention: retention)
+            }.value
+            logger.info("job finished", metadata: ["job": "\(id)", "status": "\(status.rawValue)"])
+        } catch {
+            // The job stays `running` without heartbeats: recovery reports it interrupted.
+            logger.error("could not store a job's result", metadata: ["job": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Heartbeats, recovery, retention
+
+    private func maintenanceLoop() async {
+        let clock = ContinuousClock()
+        var nextSweep = clock.now
+        while !Task.isCancelled {
+            do {
+                let stopRequested = try await store.heartbeat(owner: owner, now: Self.now())
+                let tasks = state.withLock { state in stopRequested.compactMap { state.running[$0] } }
+                for task in tasks { task.cancel() }
+                try await recover()
+                if clock.now >= nextSweep {
+                    nextSweep = clock.now + configuration.sweepInterval
+                    let removed = try await store.sweep(now: Self.now())
+                    if removed > 0 { logger.info("expired jobs removed", metadata: ["count": "\(removed)"]) }
+                }
+            } catch {
+                logger.error("job maintenance failed", metadata: ["error": "\(error)"])
+            }
+            try? await DeadlineScheduler.shared.sleep(for: configuration.heartbeatInterval)
+        }
+    }
+
+    private func recover() async throws {
+        let decoder = decoder
+        let owner = owner
+        let ended = try await store.recoverAbandoned(
+            staleBefore: Self.now() - configuration.staleAfterSeconds, now: Self.now(),
+            retention: configuration.retentionSeconds,
+            isAlive: { pid, token in
+                // With this process's PID, only the managers alive here count: another token is a
+                // previous process that had the same PID (a restarted container, say).
+                if pid == owner.pid { return Self.liveOwners.withLock { $0.contains(token) } }
+                return kill(pid, 0) == 0 || errno == EPERM
+            },
+            interruptedResults: { body, error in
+                (try? decoder.decode(body)).map { BatchResult.allCancelled($0, error: error) }
+            })
+        for id in ended {
+            logger.warning("job interrupted: its responder is gone", metadata: ["job": "\(id)"])
+        }
+    }
+
+    // MARK: Waking the work loop
+
+    /// Makes the work loop look for jobs now: a job was queued here, or one ended.
+    func wake() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.wakePending = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    private func waitForWake(timeout: Duration) async {
+        let timer = DeadlineScheduler.shared.schedule(at: .now + timeout) { [self] in wake() }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.wakePending || state.stopping {
+                    state.wakePending = false
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+        DeadlineScheduler.shared.cancel(timer)
+    }
+
+    static func now() -> Double {
+        Date().timeIntervalSince1970
+    }
+}

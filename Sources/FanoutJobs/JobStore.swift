@@ -1,0 +1,355 @@
+import Crypto
+import FanoutEngine
+import Foundation
+import GRDB
+
+/// Asynchronous batches in SQLite (WAL mode), shared by every responder process that opens the
+/// same data directory.
+///
+/// Every change is one SQL statement or one immediate transaction, so processes never see a
+/// half-made change: a job is claimed by exactly one of them (`UPDATE … RETURNING` on a queued
+/// row), and an idempotency key maps to one job. GRDB runs the blocking SQLite calls on its own
+/// dispatch queues; callers only suspend.
+public final class JobStore: Sendable {
+    /// The result of a submission.
+    public enum Submission: Sendable {
+        /// A new job, queued.
+        case created(Job)
+        /// The idempotency key was seen before with the same body: that job.
+        case replayed(Job)
+        /// The idempotency key was seen before with a different body.
+        case keyReused
+        /// As many jobs as allowed are queued or running.
+        case full
+    }
+
+    /// Who runs jobs: one responder process.
+    public struct Owner: Sendable {
+        /// Unique per process start, so that a reused PID is not mistaken for the old process.
+        public let token: String
+        public let pid: Int32
+
+        /// This process, with a fresh token.
+        public static func current() -> Owner {
+            Owner(token: JobStore.randomHex(bytes: 8), pid: getpid())
+        }
+    }
+
+    /// A job claimed for running.
+    public struct Claim: Sendable {
+        public let id: String
+        public let body: [UInt8]
+    }
+
+    private let pool: DatabasePool
+    /// The database file.
+    public let path: String
+
+    /// Opens (creating if needed) `jobs.sqlite` in `directory` and brings its schema up to date.
+    public init(directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/jobs.sqlite"
+        var configuration = Configuration()
+        // Several processes write; wait for each other's short transactions instead of failing.
+        configuration.busyMode = .timeout(10)
+        configuration.label = "fanout-jobs"
+        pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE jobs (
+                        id TEXT PRIMARY KEY,
+                        status TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        body_hash TEXT NOT NULL,
+                        idempotency_key TEXT UNIQUE,
+                        task_count INTEGER NOT NULL,
+                        created_at REAL NOT NULL,
+                        started_at REAL,
+                        finished_at REAL,
+                        expires_at REAL,
+                        owner TEXT,
+                        owner_pid INTEGER,
+                        heartbeat_at REAL,
+                        claims INTEGER NOT NULL DEFAULT 0,
+                        cancel_requested INTEGER NOT NULL DEFAULT 0,
+                        succeeded INTEGER NOT NULL DEFAULT 0,
+                        failed INTEGER NOT NULL DEFAULT 0,
+                        skipped INTEGER NOT NULL DEFAULT 0,
+                        cancelled INTEGER NOT NULL DEFAULT 0,
+                        results BLOB,
+                        summary BLOB,
+                        error_code TEXT,
+                        error_message TEXT
+                    );
+                    CREATE INDEX jobs_by_status ON jobs(status, created_at);
+                    CREATE INDEX jobs_by_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
+                    """)
+        }
+        return migrator
+    }
+
+    // MARK: Clients
+
+    /// Queues a validated batch, or finds the job its idempotency key already names.
+    ///
+    /// - Parameters:
+    ///   - body: the request body, run again from scratch by whichever process claims the job.
+    ///   - maximumPending: the most jobs queued or running at once.
+    public func submit(
+        body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double
+    ) async throws -> Submission {
+        let hash = Self.hash(body)
+        let id = Self.randomHex(bytes: 16)
+        return try await pool.write { db -> Submission in
+            if let idempotencyKey {
+                if let row = try Row.fetchOne(
+                    db, sql: "SELECT * FROM jobs WHERE idempotency_key = ? AND \(Self.live)",
+                    arguments: [idempotencyKey, now])
+                {
+                    return (row["body_hash"] as String?) == hash ? .replayed(Self.job(row)) : .keyReused
+                }
+                // An expired job keeps its key until the sweep removes it: free the key now.
+                try db.execute(sql: "DELETE FROM jobs WHERE idempotency_key = ?", arguments: [idempotencyKey])
+            }
+            let pending =
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')") ?? 0
+            guard pending < maximumPending else { return .full }
+            try db.execute(
+                sql: """
+                    INSERT INTO jobs (id, status, body, body_hash, idempotency_key, task_count, created_at)
+                    VALUES (?, 'queued', ?, ?, ?, ?, ?)
+                    """,
+                arguments: [id, Data(body), hash, idempotencyKey, taskCount, now])
+            return .created(
+                Job(
+                    id: id, status: .queued, taskCount: taskCount, progress: .init(), createdAt: now,
+                    cancelRequested: false))
+        }
+    }
+
+    /// The job `id`, unless unknown or expired.
+    public func job(_ id: String, now: Double) async throws -> Job? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ? AND \(Self.live)", arguments: [id, now])
+                .map(Self.job)
+        }
+    }
+
+    /// What a cancellation request found.
+    public enum CancelOutcome: Sendable {
+        /// No such job (or it expired).
+        case notFound
+        /// It had already finished; nothing changed.
+        case finished(Job)
+        /// It was queued and is now cancelled.
+        case cancelled(Job)
+        /// It is running: its owner will stop it.
+        case requested(Job)
+    }
+
+    /// Cancels a queued job at once, or flags a running one for its owner to stop.
+    ///
+    /// - Parameter cancelledResults: every task of a job's batch reported cancelled, for a job that
+    ///   never started.
+    public func cancel(
+        _ id: String, now: Double, retention: Double, cancelledResults: @Sendable ([UInt8]) -> BatchResult?
+    ) async throws -> CancelOutcome {
+        try await pool.write { db -> CancelOutcome in
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT * FROM jobs WHERE id = ? AND \(Self.live)", arguments: [id, now])
+            else { return .notFound }
+            let job = Self.job(row)
+            switch job.status {
+            case .queued:
+                let result = cancelledResults(Array(row["body"] as Data))
+                try Self.finish(
+                    db, id: id, status: .cancelled, result: result, error: nil, now: now, retention: retention)
+                return .cancelled(try Self.fetch(db, id)!)
+            case .running:
+                try db.execute(sql: "UPDATE jobs SET cancel_requested = 1 WHERE id = ?", arguments: [id])
+                return .requested(try Self.fetch(db, id)!)
+            case .succeeded, .partial, .failed, .cancelled:
+                return .finished(job)
+            }
+        }
+    }
+
+    // MARK: Runners
+
+    /// Claims the oldest queued job for `owner`, if there is one.
+    public func claimNext(owner: Owner, now: Double) async throws -> Claim? {
+        try await pool.write { db in
+            try Row.fetchOne(
+                db,
+                sql: """
+                    UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, owner = ?, owner_pid = ?,
+                        claims = claims + 1
+                    WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at LIMIT 1)
+                    RETURNING id, body
+                    """,
+                arguments: [now, now, owner.token, owner.pid]
+            ).map { Claim(id: $0["id"], body: Array($0["body"] as Data)) }
+        }
+    }
+
+    /// Marks `owner`'s running jobs alive and returns those a `DELETE` asked to stop.
+    public func heartbeat(owner: Owner, now: Double) async throws -> Set<String> {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND status = 'running'",
+                arguments: [now, owner.token])
+            return Set(
+                try String.fetchAll(
+                    db, sql: "SELECT id FROM jobs WHERE owner = ? AND status = 'running' AND cancel_requested = 1",
+                    arguments: [owner.token]))
+        }
+    }
+
+    /// Records how many tasks of a running job have finished, for `GET` to show.
+    public func recordProgress(_ id: String, owner: Owner, progress: BatchResult.Summary) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE jobs SET succeeded = ?, failed = ?, skipped = ?, cancelled = ?
+                    WHERE id = ? AND owner = ? AND status = 'running'
+                    """,
+                arguments: [
+                    progress.succeeded, progress.failed, progress.skipped, progress.cancelled, id, owner.token,
+                ])
+        }
+    }
+
+    /// Stores the outcome of a job `owner` ran; does nothing if the job is no longer its own (it
+    /// was declared interrupted meanwhile).
+    ///
+    /// - Parameter counts: the tasks' outcomes when `result` is not stored (too large).
+    public func finish(
+        _ id: String, owner: Owner, status: JobStatus, result: BatchResult?, counts: BatchResult.Summary? = nil,
+        error: TaskError?, now: Double, retention: Double
+    ) async throws {
+        try await pool.write { db in
+            let mine = try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND status = 'running'",
+                arguments: [id, owner.token])
+            guard mine == true else { return }
+            try Self.finish(
+                db, id: id, status: status, result: result, counts: counts, error: error, now: now,
+                retention: retention)
+        }
+    }
+
+    /// Ends every running job whose responder is gone: its process no longer exists, or it has not
+    /// sent a heartbeat since `staleBefore`. Each is reported `failed`, its tasks `cancelled`, with
+    /// the code `interrupted`: its tasks may have partly run, so it is not run again.
+    ///
+    /// - Returns: the ids of the jobs ended.
+    public func recoverAbandoned(
+        staleBefore: Double, now: Double, retention: Double, isAlive: @Sendable (_ pid: Int32, _ owner: String) -> Bool,
+        interruptedResults: @Sendable ([UInt8], TaskError) -> BatchResult?
+    ) async throws -> [String] {
+        try await pool.write { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT id, body, owner, owner_pid, heartbeat_at FROM jobs WHERE status = 'running'")
+            var ended: [String] = []
+            for row in rows {
+                let pid: Int32 = row["owner_pid"] ?? 0
+                let heartbeat: Double = row["heartbeat_at"] ?? 0
+                guard heartbeat < staleBefore || !isAlive(pid, row["owner"] ?? "") else { continue }
+                let error = TaskError(
+                    code: "interrupted", message: "the responder running this job stopped before it finished")
+                let result = interruptedResults(Array(row["body"] as Data), error)
+                let id: String = row["id"]
+                try Self.finish(
+                    db, id: id, status: .failed, result: result, error: error, now: now, retention: retention)
+                ended.append(id)
+            }
+            return ended
+        }
+    }
+
+    /// Removes finished jobs past their retention time.
+    ///
+    /// - Returns: how many were removed.
+    public func sweep(now: Double) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?", arguments: [now])
+            return db.changesCount
+        }
+    }
+
+    /// How many times the job was claimed: 1 for a job that ran, as every job should.
+    func claims(_ id: String) async throws -> Int? {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT claims FROM jobs WHERE id = ?", arguments: [id]) }
+    }
+
+    // MARK: Internals
+
+    /// Not expired (bind `now`).
+    private static let live = "(expires_at IS NULL OR expires_at > ?)"
+
+    private static func finish(
+        _ db: Database, id: String, status: JobStatus, result: BatchResult?, counts: BatchResult.Summary? = nil,
+        error: TaskError?, now: Double, retention: Double
+    ) throws {
+        let summary = result?.summary ?? counts ?? .init()
+        try db.execute(
+            sql: """
+                UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, results = ?, summary = ?,
+                    succeeded = ?, failed = ?, skipped = ?, cancelled = ?, error_code = ?, error_message = ?,
+                    body = x''
+                WHERE id = ?
+                """,
+            arguments: [
+                status.rawValue, now, now + retention, result.map { Data($0.resultsJSONBytes()) },
+                result.map { Data($0.summaryJSONObjectBytes()) }, summary.succeeded, summary.failed, summary.skipped,
+                summary.cancelled, error?.code, error?.message, id,
+            ])
+    }
+
+    private static func fetch(_ db: Database, _ id: String) throws -> Job? {
+        try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(job)
+    }
+
+    private static func job(_ row: Row) -> Job {
+        var progress = BatchResult.Summary()
+        progress.succeeded = row["succeeded"]
+        progress.failed = row["failed"]
+        progress.skipped = row["skipped"]
+        progress.cancelled = row["cancelled"]
+        let errorCode: String? = row["error_code"]
+        return Job(
+            id: row["id"],
+            status: JobStatus(rawValue: row["status"]) ?? .failed,
+            taskCount: row["task_count"],
+            progress: progress,
+            createdAt: row["created_at"],
+            startedAt: row["started_at"],
+            finishedAt: row["finished_at"],
+            expiresAt: row["expires_at"],
+            cancelRequested: row["cancel_requested"] as Bool,
+            results: (row["results"] as Data?).map { Array($0) },
+            summary: (row["summary"] as Data?).map { Array($0) },
+            error: errorCode.map { TaskError(code: $0, message: row["error_message"] ?? "") })
+    }
+
+    static func randomHex(bytes count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        var text = ""
+        for _ in 0..<count {
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            text += String(byte >> 4, radix: 16) + String(byte & 0x0F, radix: 16)
+        }
+        return text
+    }
+
+    private static func hash(_ body: [UInt8]) -> String {
+        SHA256.hash(data: body).map { String($0 >> 4, radix: 16) + String($0 & 0x0F, radix: 16) }.joined()
+    }
+}

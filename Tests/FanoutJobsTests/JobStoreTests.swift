@@ -1,0 +1,310 @@
+import FanoutEngine
+import Foundation
+import Logging
+import Testing
+
+@testable import FanoutJobs
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A fresh, empty data directory.
+private func temporaryDirectory() -> String {
+    let path = "/tmp/fanout-jobs-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+private let decoder = BatchDecoder(registry: .builtIns(limits: EngineLimits()), limits: EngineLimits())
+
+private func body(_ json: String) -> [UInt8] { Array(json.utf8) }
+
+private let twoEchoes = body(#"{"tasks":[{"id":"a","op":"echo","input":1},{"id":"b","op":"echo","input":2}]}"#)
+
+private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0, as: UTF8.self) } ?? "nil" }
+
+private func allCancelled(_ body: [UInt8], _ error: TaskError) -> BatchResult? {
+    (try? decoder.decode(body)).map { BatchResult.allCancelled($0, error: error) }
+}
+
+@Suite("Job store")
+struct JobStoreTests {
+    let store: JobStore
+    let now = 1_000_000.0
+
+    init() throws {
+        store = try JobStore(directory: temporaryDirectory())
+    }
+
+    @Test("a submitted job is queued, claimed exactly once, and stores its results")
+    func lifecycle() async throws {
+        guard
+            case .created(let job) = try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now)
+        else {
+            Issue.record("not created")
+            return
+        }
+        #expect(job.id.count == 32)
+        #expect(try await store.job(job.id, now: now)?.status == .queued)
+
+        let owner = JobStore.Owner.current()
+        let claim = try #require(try await store.claimNext(owner: owner, now: now + 1))
+        #expect(claim.id == job.id)
+        #expect(claim.body == twoEchoes)
+        #expect(try await store.claimNext(owner: JobStore.Owner.current(), now: now + 1) == nil)
+        #expect(try await store.job(job.id, now: now + 1)?.status == .running)
+
+        let result = await BatchRunner.run(try decoder.decode(claim.body))
+        // Another owner cannot finish it.
+        try await store.finish(
+            job.id, owner: JobStore.Owner.current(), status: .failed, result: nil, error: nil, now: now + 2,
+            retention: 60)
+        #expect(try await store.job(job.id, now: now + 2)?.status == .running)
+        try await store.finish(
+            job.id, owner: owner, status: .succeeded, result: result, error: nil, now: now + 2, retention: 60)
+
+        let finished = try #require(try await store.job(job.id, now: now + 3))
+        #expect(finished.status == .succeeded)
+        #expect(finished.progress.succeeded == 2)
+        #expect(finished.expiresAt == now + 62)
+        let document = text(finished.jsonBytes())
+        #expect(document.contains(#""results":[{"id":"a","status":"succeeded","output":1,"#))
+        #expect(document.contains(#""summary":{"total":2,"succeeded":2,"failed":0,"skipped":0,"cancelled":0,"#))
+        #expect(
+            document.contains(#""progress":{"total":2,"succeeded":2,"failed":0,"skipped":0,"cancelled":0,"pending":0}"#)
+        )
+        #expect(try await store.claims(job.id) == 1)
+    }
+
+    @Test("an idempotency key returns the same job for the same body and refuses a different body")
+    func idempotency() async throws {
+        let first = try await store.submit(
+            body: twoEchoes, taskCount: 2, idempotencyKey: "k1", maximumPending: 10, now: now)
+        let again = try await store.submit(
+            body: twoEchoes, taskCount: 2, idempotencyKey: "k1", maximumPending: 10, now: now)
+        guard case .created(let job) = first, case .replayed(let replayed) = again else {
+            Issue.record("expected created then replayed")
+            return
+        }
+        #expect(replayed.id == job.id)
+        let other = try await store.submit(
+            body: body(#"{"tasks":[{"id":"x","op":"echo"}]}"#), taskCount: 1, idempotencyKey: "k1", maximumPending: 10,
+            now: now)
+        guard case .keyReused = other else {
+            Issue.record("a different body under the same key was accepted")
+            return
+        }
+        // A different key is a different job.
+        guard
+            case .created(let second) = try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: "k2", maximumPending: 10, now: now)
+        else {
+            Issue.record("not created")
+            return
+        }
+        #expect(second.id != job.id)
+    }
+
+    @Test("past the pending limit submissions are refused")
+    func pendingLimit() async throws {
+        for _ in 0..<3 {
+            _ = try await store.submit(body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 3, now: now)
+        }
+        guard
+            case .full = try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 3, now: now)
+        else {
+            Issue.record("accepted past the limit")
+            return
+        }
+    }
+
+    @Test("cancelling a queued job ends it at once; a running one is flagged for its owner")
+    func cancellation() async throws {
+        guard
+            case .created(let queued) = try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now)
+        else { return }
+        guard
+            case .cancelled(let cancelled) = try await store.cancel(
+                queued.id, now: now, retention: 60,
+                cancelledResults: { allCancelled($0, TaskError(code: "cancelled", message: "")) })
+        else {
+            Issue.record("queued job not cancelled")
+            return
+        }
+        #expect(cancelled.status == .cancelled)
+        #expect(cancelled.progress.cancelled == 2)
+        #expect(try await store.claimNext(owner: .current(), now: now) == nil)
+
+        guard
+            case .created(let job) = try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now)
+        else { return }
+        let owner = JobStore.Owner.current()
+        _ = try await store.claimNext(owner: owner, now: now)
+        guard
+            case .requested(let running) = try await store.cancel(
+                job.id, now: now, retention: 60, cancelledResults: { _ in nil })
+        else {
+            Issue.record("running job not flagged")
+            return
+        }
+        #expect(running.cancelRequested)
+        #expect(try await store.heartbeat(owner: owner, now: now + 1) == [job.id])
+        #expect(try await store.heartbeat(owner: .current(), now: now + 1).isEmpty)
+
+        guard
+            case .notFound = try await store.cancel(
+                String(repeating: "0", count: 32), now: now, retention: 60, cancelledResults: { _ in nil })
+        else {
+            Issue.record("unknown id found")
+            return
+        }
+    }
+
+    @Test("running jobs of a dead or silent responder are reported failed with interrupted")
+    func recovery() async throws {
+        var ids: [String] = []
+        for _ in 0..<3 {
+            guard
+                case .created(let job) = try await store.submit(
+                    body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now)
+            else { return }
+            ids.append(job.id)
+        }
+        let dead = JobStore.Owner(token: "dead", pid: 999_999)
+        let silent = JobStore.Owner(token: "silent", pid: getpid())
+        let alive = JobStore.Owner(token: "alive", pid: getpid())
+        _ = try await store.claimNext(owner: dead, now: now + 100)
+        _ = try await store.claimNext(owner: silent, now: now)
+        _ = try await store.claimNext(owner: alive, now: now + 100)
+
+        let ended = try await store.recoverAbandoned(
+            staleBefore: now + 50, now: now + 101, retention: 60,
+            isAlive: { pid, token in token != "dead" }, interruptedResults: allCancelled)
+        #expect(Set(ended) == [ids[0], ids[1]])
+        for id in ids.prefix(2) {
+            let job = try #require(try await store.job(id, now: now + 101))
+            #expect(job.status == .failed)
+            #expect(job.error?.code == "interrupted")
+            #expect(text(job.results).contains(#""code":"interrupted""#))
+        }
+        #expect(try await store.job(ids[2], now: now + 101)?.status == .running)
+    }
+
+    @Test("finished jobs disappear after their retention time, and the sweep removes them")
+    func retention() async throws {
+        guard
+            case .created(let job) = try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: "kept", maximumPending: 10, now: now)
+        else { return }
+        _ = try await store.cancel(job.id, now: now, retention: 10, cancelledResults: { _ in nil })
+        #expect(try await store.job(job.id, now: now + 9) != nil)
+        #expect(try await store.job(job.id, now: now + 10) == nil)
+        #expect(try await store.sweep(now: now + 10) == 1)
+        // Its idempotency key is free again.
+        guard
+            case .created = try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: "kept", maximumPending: 10, now: now + 11)
+        else {
+            Issue.record("expired key still taken")
+            return
+        }
+    }
+}
+
+@Suite("Job manager")
+struct JobManagerTests {
+    private func manager(_ store: JobStore, maximumRunning: Int = 4) -> JobManager {
+        var configuration = JobManager.Configuration()
+        configuration.maximumRunning = maximumRunning
+        configuration.pollInterval = .milliseconds(20)
+        configuration.heartbeatInterval = .milliseconds(50)
+        configuration.progressInterval = .milliseconds(10)
+        return JobManager(
+            store: store, decoder: decoder, configuration: configuration,
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    }
+
+    private func waitUntilFinished(_ manager: JobManager, _ id: String) async throws -> Job {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while clock.now < deadline {
+            if let job = try await manager.job(id), job.status.isFinished { return job }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw CancellationError()
+    }
+
+    @Test("a job runs in the background and reports progress, then results")
+    func runsJobs() async throws {
+        let manager = manager(try JobStore(directory: temporaryDirectory()))
+        manager.start()
+        let sleeps = body(
+            #"{"tasks":[{"id":"fast","op":"sleep","input":{"ms":10}},{"id":"slow","op":"sleep","input":{"ms":400}}]}"#)
+        guard case .created(let job) = try await manager.submit(body: sleeps, taskCount: 2, idempotencyKey: nil)
+        else {
+            Issue.record("not created")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let midway = try #require(try await manager.job(job.id))
+        #expect(midway.status == .running)
+        #expect(midway.progress.succeeded == 1)
+        let finished = try await waitUntilFinished(manager, job.id)
+        #expect(finished.status == .succeeded)
+        #expect(text(finished.results).contains(#""id":"slow","status":"succeeded""#))
+        await manager.shutdown(grace: .seconds(1))
+    }
+
+    @Test("DELETE stops a running job: finished results are kept, the rest cancelled")
+    func cancelsRunningJobs() async throws {
+        let manager = manager(try JobStore(directory: temporaryDirectory()))
+        manager.start()
+        let work = body(
+            #"{"tasks":[{"id":"done","op":"echo","input":1},{"id":"long","op":"sleep","input":{"ms":10000}}]}"#)
+        guard case .created(let job) = try await manager.submit(body: work, taskCount: 2, idempotencyKey: nil)
+        else { return }
+        while try await manager.job(job.id)?.status != .running { try await Task.sleep(for: .milliseconds(10)) }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let outcome = try await manager.cancel(job.id)
+        guard case .cancelled(let cancelled) = outcome else {
+            Issue.record("not cancelled: \(outcome) \(text(try await manager.job(job.id)?.jsonBytes()))")
+            return
+        }
+        #expect(clock.now - start < .seconds(2))
+        #expect(cancelled.status == .cancelled)
+        #expect(text(cancelled.results).contains(#"{"id":"done","status":"succeeded","output":1,"#))
+        #expect(text(cancelled.results).contains(#"{"id":"long","status":"cancelled","#))
+        await manager.shutdown(grace: .seconds(1))
+    }
+
+    @Test("two responders on one store run every job exactly once")
+    func sharedStore() async throws {
+        let directory = temporaryDirectory()
+        let first = manager(try JobStore(directory: directory), maximumRunning: 2)
+        let second = manager(try JobStore(directory: directory), maximumRunning: 2)
+        first.start()
+        second.start()
+        var ids: [String] = []
+        for index in 0..<20 {
+            let submitter = index.isMultiple(of: 2) ? first : second
+            guard
+                case .created(let job) = try await submitter.submit(
+                    body: body(#"{"tasks":[{"id":"s","op":"sleep","input":{"ms":20}}]}"#), taskCount: 1,
+                    idempotencyKey: nil)
+            else { return }
+            ids.append(job.id)
+        }
+        for id in ids {
+            #expect(try await waitUntilFinished(first, id).status == .succeeded)
+            #expect(try await first.store.claims(id) == 1)
+        }
+        await first.shutdown(grace: .seconds(1))
+        await second.shutdown(grace: .seconds(1))
+    }
+}
