@@ -1,4 +1,6 @@
+import Dispatch
 import FanoutEngine
+import FanoutJobs
 import FastCGI
 import Logging
 
@@ -16,6 +18,11 @@ public final class FanoutApplication: Sendable {
         public var service = FanoutService.Configuration()
         /// How long in-flight batches may run on after a shutdown signal before they are cancelled.
         public var shutdownGrace: Duration = .seconds(30)
+        /// Where asynchronous jobs are stored (SQLite), shared by every responder using the same
+        /// directory; `nil` disables asynchronous jobs.
+        public var dataDirectory: String? = ".run/data"
+        /// Asynchronous job limits and timings.
+        public var jobs = JobManager.Configuration()
 
         /// The default configuration.
         public init() {}
@@ -28,21 +35,31 @@ public final class FanoutApplication: Sendable {
 
     /// Opens the listening socket; nothing is accepted before ``start()``.
     ///
-    /// - Throws: ``FastCGIServerError`` when there is no usable listening socket.
+    /// - Throws: ``FastCGIServerError`` when there is no usable listening socket, or the error
+    ///   opening the job store.
     public init(configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger) throws {
         var configuration = configuration
         // The transport discards bodies past the service's limit: one number for both.
         configuration.transport.maximumBodyBytes = configuration.service.maximumBodyBytes
         self.configuration = configuration
         self.logger = logger
-        service = FanoutService(configuration: configuration.service, registry: registry, logger: logger)
+        let store = try configuration.dataDirectory.map { try JobStore(directory: $0) }
+        service = FanoutService(
+            configuration: configuration.service, registry: registry, logger: logger,
+            jobs: store.map { ($0, configuration.jobs) })
         server = try FastCGIServer(configuration: configuration.transport, handler: service, logger: logger)
     }
 
     /// Starts serving.
     public func start() {
         server.start()
-        logger.notice("listening", metadata: ["socket": "\(server.listenerDescription)"])
+        service.jobs?.start()
+        logger.notice(
+            "listening",
+            metadata: [
+                "socket": "\(server.listenerDescription)",
+                "jobs": "\(service.jobs.map { $0.store.path } ?? "disabled")",
+            ])
     }
 
     /// Drains and stops; blocks the calling thread until done.
@@ -51,6 +68,18 @@ public final class FanoutApplication: Sendable {
     /// `shutdownGrace` to finish. Batches still running then are cancelled (their unfinished tasks
     /// report `shutdown`) and answered; then every connection is closed.
     public func shutdown() {
+        // Jobs stop being claimed now; running ones get the same grace as batches, in parallel.
+        // Queued jobs stay queued for the next responder.
+        var jobsStopped: DispatchSemaphore?
+        if let jobs = service.jobs {
+            let done = DispatchSemaphore(value: 0)
+            let grace = configuration.shutdownGrace
+            Task {
+                await jobs.shutdown(grace: grace)
+                done.signal()
+            }
+            jobsStopped = done
+        }
         service.beginDraining()
         logger.notice("draining", metadata: ["batches_in_flight": "\(service.batchesInFlight)"])
         let clock = ContinuousClock()
@@ -64,6 +93,7 @@ public final class FanoutApplication: Sendable {
             server.cancelInFlight()
         }
         server.shutdown(timeout: .seconds(5))
+        jobsStopped?.wait()
         logger.notice("stopped")
     }
 }

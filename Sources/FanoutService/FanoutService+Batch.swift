@@ -3,7 +3,8 @@ import FastCGI
 
 extension FanoutService {
     /// `POST /batch`: validate the whole batch, run it, answer with every result in request order;
-    /// or, when the client accepts `application/x-ndjson`, stream each result as it finishes.
+    /// or, when the client accepts `application/x-ndjson`, stream each result as it finishes; or,
+    /// with `Prefer: respond-async` (which wins over streaming), queue it as a job.
     func runBatch(_ request: FastCGIRequest, taskCount: inout Int) async throws(Problem) -> FastCGIResponse {
         try checkJSONBody(request)
         // Shed load before spending time on validation.
@@ -19,6 +20,9 @@ extension FanoutService {
             throw .invalidRequest(error)
         }
         taskCount = batch.tasks.count
+        if let jobs, Self.prefersAsync(request.header("Prefer")) {
+            return try await submitJob(batch, body: request.body, request: request, jobs: jobs)
+        }
         if Self.acceptsNDJSON(request.header("Accept")) {
             slotHandedOver = true
             return streamBatch(batch)

@@ -1,4 +1,5 @@
 import FanoutEngine
+import FanoutJobs
 import FastCGI
 import Logging
 import Synchronization
@@ -16,6 +17,9 @@ public final class FanoutService: FastCGIHandler {
     let registry: OperationRegistry
     let decoder: BatchDecoder
     let logger: Logger
+    /// Runs asynchronous batches; `nil` when they are not enabled (`Prefer: respond-async` is
+    /// then ignored, and `/batch/{id}` is not found).
+    let jobs: JobManager?
     private let state = Mutex(State())
     /// The `GET /ops` body; the registry never changes, so it is encoded once.
     let operationsListing: [UInt8]
@@ -26,12 +30,20 @@ public final class FanoutService: FastCGIHandler {
     ///   - configuration: limits and load shedding.
     ///   - registry: the operations offered; the built-ins when omitted.
     ///   - logger: receives one line per request.
-    public init(configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger) {
+    ///   - jobs: the store of asynchronous batches and its configuration, to enable them.
+    public init(
+        configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger,
+        jobs: (store: JobStore, configuration: JobManager.Configuration)? = nil
+    ) {
         self.configuration = configuration
         let registry = registry ?? .builtIns(limits: configuration.limits)
         self.registry = registry
-        decoder = BatchDecoder(registry: registry, limits: configuration.limits)
+        let decoder = BatchDecoder(registry: registry, limits: configuration.limits)
+        self.decoder = decoder
         self.logger = logger
+        self.jobs = jobs.map {
+            JobManager(store: $0.store, decoder: decoder, configuration: $0.configuration, logger: logger)
+        }
         operationsListing = Self.encodeListing(registry)
     }
 
@@ -136,6 +148,14 @@ public final class FanoutService: FastCGIHandler {
             }
             return health()
         default:
+            if path.hasPrefix("/batch/") {
+                let id = path.dropFirst("/batch/".count)
+                guard Self.isJobId(id) else {
+                    if id.isEmpty || id.contains("/") { throw Problem.notFound("no resource at \(path)") }
+                    throw Problem.jobNotFound(String(id))
+                }
+                return try await jobResource(String(id), request)
+            }
             if path.hasPrefix("/ops/") {
                 let name = String(path.dropFirst("/ops/".count))
                 guard !name.isEmpty, !name.contains("/") else {

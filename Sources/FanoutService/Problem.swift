@@ -106,3 +106,52 @@ extension Problem {
             headers: [("Retry-After", "\(retryAfterSeconds)")])
     }
 }
+
+extension Problem {
+    static func jobNotFound(_ id: String) -> Problem {
+        Problem(
+            status: 404, type: "job-not-found", title: "Job not found",
+            detail: "no job '\(id)'; it never existed or its retention time has passed")
+    }
+
+    static func jobFinished(_ id: String, status: String) -> Problem {
+        Problem(
+            status: 409, type: "job-finished", title: "Job already finished",
+            detail: "job '\(id)' already finished (\(status)); there is nothing to cancel")
+    }
+
+    static func idempotencyKeyReused(_ key: String) -> Problem {
+        Problem(
+            status: 422, type: "idempotency-key-reused", title: "Idempotency key reused",
+            detail: "the Idempotency-Key '\(key)' was already used with a different body")
+    }
+
+    static func invalidIdempotencyKey() -> Problem {
+        Problem(
+            status: 400, type: "invalid-request", title: "Invalid request",
+            detail: "the Idempotency-Key header must be 1 to 255 visible ASCII characters",
+            issues: [
+                ValidationIssue(
+                    task: nil, field: "Idempotency-Key", message: "must be 1 to 255 visible ASCII characters")
+            ])
+    }
+
+    static func tooManyJobs(limit: Int, retryAfterSeconds: Int) -> Problem {
+        Problem(
+            status: 503, type: "too-many-jobs", title: "Too many jobs",
+            detail: "\(limit) jobs are already queued or running; retry after \(retryAfterSeconds) s",
+            headers: [("Retry-After", "\(retryAfterSeconds)")])
+    }
+
+    static func jobStoreUnavailable() -> Problem {
+        Problem(
+            status: 503, type: "job-store-unavailable", title: "Job store unavailable",
+            detail: "the job store could not be reached; retry shortly", headers: [("Retry-After", "1")])
+    }
+
+    static func asyncUnavailable() -> Problem {
+        Problem(
+            status: 404, type: "not-found", title: "Not found",
+            detail: "asynchronous jobs are not enabled on this server")
+    }
+}

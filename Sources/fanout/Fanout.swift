@@ -74,6 +74,26 @@ struct Fanout: ParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical. [FANOUT_LOG_LEVEL, default info]")
     var logLevel: String?
 
+    @Option(
+        help:
+            "Directory of the asynchronous job store (SQLite), shared by responders that name the same one; \"none\" disables jobs. [FANOUT_DATA_DIR, default .run/data]"
+    )
+    var dataDir: String?
+
+    @Option(help: "How long finished jobs are kept, in seconds. [FANOUT_JOB_RETENTION_SECONDS, default 86400]")
+    var jobRetentionSeconds: Int?
+
+    @Option(
+        help: "Most jobs queued or running, over all responders; past it, 503. [FANOUT_MAX_PENDING_JOBS, default 10000]"
+    )
+    var maxPendingJobs: Int?
+
+    @Option(help: "Jobs this responder runs at once. [FANOUT_MAX_RUNNING_JOBS, default 4]")
+    var maxRunningJobs: Int?
+
+    @Option(help: "Largest stored results of one job, in bytes. [FANOUT_MAX_JOB_RESULT_BYTES, default 16777216]")
+    var maxJobResultBytes: Int?
+
     mutating func run() throws {
         // libfcgi first, then block the shutdown signals before any thread exists: every thread
         // inherits the mask, so the signals interrupt no read or write and arrive only here.
@@ -158,6 +178,22 @@ struct Fanout: ParsableCommand {
         let grace = try Settings.integer(
             shutdownGraceSeconds, "FANOUT_SHUTDOWN_GRACE_SECONDS", default: 30, range: 0...3600)
         configuration.shutdownGrace = .seconds(grace)
+
+        let dataDirectory = try Settings.string(dataDir, "FANOUT_DATA_DIR") ?? ".run/data"
+        configuration.dataDirectory = dataDirectory == "none" ? nil : dataDirectory
+        var jobs = configuration.jobs
+        jobs.retentionSeconds = Double(
+            try Settings.integer(
+                jobRetentionSeconds, "FANOUT_JOB_RETENTION_SECONDS", default: Int(jobs.retentionSeconds),
+                range: 1...(365 * 86400)))
+        jobs.maximumPending = try Settings.integer(
+            maxPendingJobs, "FANOUT_MAX_PENDING_JOBS", default: jobs.maximumPending, range: 1...10_000_000)
+        jobs.maximumRunning = try Settings.integer(
+            maxRunningJobs, "FANOUT_MAX_RUNNING_JOBS", default: jobs.maximumRunning, range: 1...1024)
+        jobs.maximumResultBytes = try Settings.integer(
+            maxJobResultBytes, "FANOUT_MAX_JOB_RESULT_BYTES", default: jobs.maximumResultBytes,
+            range: 1024...(1 << 30))
+        configuration.jobs = jobs
         configuration.transport = transport
         configuration.service = service
         return configuration
