@@ -16,6 +16,7 @@ NGINX_PID=""
 cleanup() {
     stop_nginx
     stop_fanout >/dev/null 2>&1 || true
+    [ -z "${PIDS:-}" ] || kill $PIDS 2>/dev/null || true
     if [ $FAILED -eq 0 ]; then rm -rf "$RUN_DIR"; else echo "logs kept in $RUN_DIR" >&2; fi
 }
 trap cleanup EXIT
@@ -48,7 +49,7 @@ fd_count() { ls "/proc/$FANOUT_PID/fd" | wc -l; }
 start_stack() { # start_stack KEEP_CONN [NAME=VALUE for Fanout...]
     local keep=$1
     shift
-    FANOUT_ENV=(FANOUT_SHUTDOWN_GRACE_SECONDS=10 "$@")
+    FANOUT_ENV=(FANOUT_SHUTDOWN_GRACE_SECONDS=10 FANOUT_DATA_DIR="$RUN_DIR/data" "$@")
     PORT=$(free_port)
     BASE="http://127.0.0.1:$PORT"
     start_fanout "$RUN_DIR" "$BINARY" && start_nginx "$RUN_DIR" "$PORT" "$keep" "${NGINX_MAX_BODY:-8388608}"
@@ -56,6 +57,23 @@ start_stack() { # start_stack KEEP_CONN [NAME=VALUE for Fanout...]
 stop_stack() {
     stop_nginx
     stop_fanout
+}
+
+# wait_for_job ID [SECONDS]: polls GET /batch/ID until the job has finished; prints its status.
+wait_for_job() {
+    local id=$1 tries=$((${2:-10} * 20)) status=""
+    while [ $tries -gt 0 ]; do
+        status=$(curl -s "$BASE/batch/$id" | jq -r .status)
+        case $status in queued | running) ;; *) break ;; esac
+        tries=$((tries - 1))
+        sleep 0.05
+    done
+    echo "$status"
+}
+async() { # async BODY [CURL ARGS...]: submits BODY with Prefer: respond-async; prints the job id
+    local body=$1
+    shift
+    curl -s -H 'Content-Type: application/json' -H 'Prefer: respond-async' "$@" -d "$body" "$BASE/batch" | jq -r .id
 }
 
 sleeps_batch() { # sleeps_batch COUNT MS: a batch of COUNT sleeps
@@ -184,6 +202,59 @@ MS=$(sed -n 's/.*duration_ms=\([0-9]*\).*/\1/p' <<<"$LINE")
 check "streamed: a client leaving mid-stream cancels the batch (ended after ${MS:-?} ms, not 4000)" \
     [ -n "$MS" ] && [ "$MS" -lt 2000 ]
 
+# Asynchronous jobs: submit, poll, results, cancel, idempotent retries.
+ASYNC_BODY='{"tasks":[{"id":"a","op":"sleep","input":{"ms":300}},{"id":"b","op":"echo","input":2,"depends_on":["a"]}]}'
+request async_submit POST /batch "$ASYNC_BODY" -H 'Prefer: respond-async'
+JOB=$(jq_of async_submit .id)
+check "async: 202 with Location, Retry-After and Preference-Applied" [ "$(status_of async_submit)" = 202 -a \
+    "$(header_of async_submit Location)" = "/batch/$JOB" -a -n "$(header_of async_submit Retry-After)" -a \
+    "$(header_of async_submit Preference-Applied)" = respond-async -a "$(jq_of async_submit .status)" = queued ]
+check "async: the job id is 128 random bits (32 hex digits)" grep -qE '^[0-9a-f]{32}$' <<<"$JOB"
+request async_running GET "/batch/$JOB"
+check "async: GET while it runs shows its status and progress" [ "$(status_of async_running)" = 200 -a \
+    "$(jq -c '[(.status | IN("queued","running")), .progress.total, .progress.pending, has("results")]' "$RESPONSES/async_running.body")" = "[true,2,2,false]" ]
+check "async: the job finishes" [ "$(wait_for_job "$JOB")" = succeeded ]
+request async_done GET "/batch/$JOB"
+check "async: a finished job has the results in request order and the summary" [ \
+    "$(jq -c '[.status, [.results[].id], .summary.succeeded, .progress.pending, (.finished_at | type)]' "$RESPONSES/async_done.body")" = \
+    '["succeeded",["a","b"],2,0,"string"]' ]
+request async_invalid POST /batch '{"tasks":[{"id":"a","op":"nope"}]}' -H 'Prefer: respond-async'
+check "async: a bad batch is still an immediate 400" [ "$(status_of async_invalid)" = 400 ]
+request async_unknown GET /batch/0123456789abcdef0123456789abcdef
+check "async: an unknown id is a 404 problem" [ "$(status_of async_unknown)" = 404 -a "$(jq_of async_unknown .type)" = /problems/job-not-found ]
+request async_method PUT "/batch/$JOB"
+check "async: PUT /batch/{id} is 405 with Allow" [ "$(status_of async_method)" = 405 -a "$(header_of async_method Allow)" = "GET, HEAD, DELETE" ]
+
+request idem_first POST /batch "$ASYNC_BODY" -H 'Prefer: respond-async' -H 'Idempotency-Key: harness-key-1'
+request idem_again POST /batch "$ASYNC_BODY" -H 'Prefer: respond-async' -H 'Idempotency-Key: harness-key-1'
+check "async: the same Idempotency-Key and body return the same job" [ "$(status_of idem_again)" = 202 -a \
+    "$(jq_of idem_again .id)" = "$(jq_of idem_first .id)" -a "$(header_of idem_again Idempotent-Replayed)" = true ]
+request idem_other POST /batch '{"tasks":[{"id":"x","op":"echo"}]}' -H 'Prefer: respond-async' -H 'Idempotency-Key: harness-key-1'
+check "async: the same key with another body is a 422 problem" [ "$(status_of idem_other)" = 422 -a \
+    "$(jq_of idem_other .type)" = /problems/idempotency-key-reused ]
+
+LONG=$(async '{"tasks":[{"id":"done","op":"echo","input":1},{"id":"long","op":"sleep","input":{"ms":10000}}]}')
+until [ "$(curl -s "$BASE/batch/$LONG" | jq -r .status)" = running ]; do sleep 0.05; done
+request cancel DELETE "/batch/$LONG"
+check "async: DELETE cancels a running job, keeping finished results" [ "$(status_of cancel)" = 200 -a \
+    "$(jq -c '[.status, [.results[].status]]' "$RESPONSES/cancel.body")" = '["cancelled",["succeeded","cancelled"]]' ]
+request cancel_again DELETE "/batch/$LONG"
+check "async: DELETE again answers the cancelled job again" [ "$(status_of cancel_again)" = 200 ]
+request cancel_finished DELETE "/batch/$JOB"
+check "async: DELETE of a job that succeeded is a 409 problem" [ "$(status_of cancel_finished)" = 409 ]
+
+# A thousand queued jobs do not slow synchronous requests down.
+seq 1 1000 | xargs -P 8 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'Content-Type: application/json' \
+    -H 'Prefer: respond-async' -d '{"tasks":[{"id":"s","op":"sleep","input":{"ms":100}}]}' "$BASE/batch" >"$RUN_DIR/queued.txt"
+check "async: 1000 jobs accepted" [ "$(grep -c '^202$' "$RUN_DIR/queued.txt")" = 1000 ]
+START=$(date +%s%N)
+QUICK_OK=1
+for i in $(seq 1 20); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d '{"tasks":[{"id":"a","op":"echo"}]}' "$BASE/batch")" = 200 ] || QUICK_OK=0
+done
+QUICK_MS=$((($(date +%s%N) - START) / 1000000))
+check "async: with 1000 jobs queued, 20 synchronous batches answer in ${QUICK_MS} ms" [ $QUICK_OK = 1 -a $QUICK_MS -lt 2000 ]
+
 # Many concurrent requests on kept connections: none fails, no descriptor leaks.
 seq 1 300 | xargs -P 32 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H 'Content-Type: application/json' \
     -d '{"tasks":[{"id":"a","op":"sleep","input":{"ms":5}},{"id":"b","op":"echo"}]}' "$BASE/batch" >"$RUN_DIR/burst.txt"
@@ -196,7 +267,8 @@ check "Fanout exits 0 on SIGTERM" [ $? = 0 ]
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 2: one connection per request (fastcgi_keep_conn off), small limits"
-NGINX_MAX_BODY=8388608 start_stack off FANOUT_MAX_BODY_BYTES=100000 FANOUT_MAX_BATCHES_IN_FLIGHT=2 || { fail "stack starts"; exit 1; }
+NGINX_MAX_BODY=8388608 start_stack off FANOUT_MAX_BODY_BYTES=100000 FANOUT_MAX_BATCHES_IN_FLIGHT=2 \
+    FANOUT_JOB_RETENTION_SECONDS=1 FANOUT_MAX_PENDING_JOBS=2 FANOUT_DATA_DIR="$RUN_DIR/data2" || { fail "stack starts"; exit 1; }
 FD_BASELINE=$(fd_count)
 request example_nokeep POST /batch "$EXAMPLE"
 check "the example succeeds without keep-alive" [ "$(jq_of example_nokeep .status)" = succeeded ]
@@ -212,6 +284,16 @@ sleep 0.4
 request overload POST /batch '{"tasks":[{"id":"a","op":"echo"}]}'
 check "past the batches-in-flight limit: immediate 503 with Retry-After" [ "$(status_of overload)" = 503 -a -n "$(header_of overload Retry-After)" ]
 wait $B1 $B2
+EXPIRING=$(async '{"tasks":[{"id":"a","op":"echo"}]}')
+check "async: a job finishes before its retention time" [ "$(wait_for_job "$EXPIRING")" = succeeded ]
+sleep 1.2
+request expired GET "/batch/$EXPIRING"
+check "async: past its retention time a job is 404" [ "$(status_of expired)" = 404 ]
+async '{"tasks":[{"id":"a","op":"sleep","input":{"ms":3000}}]}' >/dev/null
+async '{"tasks":[{"id":"a","op":"sleep","input":{"ms":3000}}]}' >/dev/null
+request jobs_full POST /batch '{"tasks":[{"id":"a","op":"echo"}]}' -H 'Prefer: respond-async'
+check "async: past the pending-jobs limit: 503 with Retry-After" [ "$(status_of jobs_full)" = 503 -a \
+    -n "$(header_of jobs_full Retry-After)" -a "$(jq_of jobs_full .type)" = /problems/too-many-jobs ]
 seq 1 200 | xargs -P 16 -I{} curl -s -o /dev/null -w '%{http_code}\n' "$BASE/healthz" >"$RUN_DIR/burst2.txt"
 check "200 concurrent requests without keep-alive all answer 200" [ "$(grep -c '^200$' "$RUN_DIR/burst2.txt")" = 200 ]
 sleep 0.3
@@ -251,6 +333,45 @@ start_stack on || { fail "stack restarts"; exit 1; }
 request final_health GET /healthz
 check "healthy after restart" [ "$(status_of final_health)" = 200 ]
 stop_stack
+
+# ---------------------------------------------------------------------------------------------
+echo "phase 5: jobs survive SIGKILL, and two responder processes share one store"
+start_stack on FANOUT_DATA_DIR="$RUN_DIR/data5" FANOUT_MAX_RUNNING_JOBS=2 || { fail "stack starts"; exit 1; }
+KILLED=()
+for i in 1 2 3 4; do KILLED+=("$(async '{"tasks":[{"id":"a","op":"echo"},{"id":"b","op":"sleep","input":{"ms":2000}}]}')"); done
+sleep 0.5
+kill -KILL "$FANOUT_PID"
+wait "$FANOUT_PID" 2>/dev/null
+FANOUT_PID=""
+start_fanout "$RUN_DIR" "$BINARY" || fail "Fanout restarts"
+STATES=""
+for id in "${KILLED[@]}"; do STATES+="$(wait_for_job "$id" 10):$(curl -s "$BASE/batch/$id" | jq -r '.error.code // "-"') "; done
+check "after SIGKILL and restart: the 2 running jobs are failed/interrupted, the 2 queued ran ($STATES)" \
+    [ "$STATES" = "failed:interrupted failed:interrupted succeeded:- succeeded:- " ]
+stop_stack
+
+# spawn-fcgi -F 2: two processes accept on one socket and share the data directory.
+rm -f "$RUN_DIR/fanout.sock"
+env FANOUT_DATA_DIR="$RUN_DIR/data6" FANOUT_SHUTDOWN_GRACE_SECONDS=10 \
+    spawn-fcgi -s "$RUN_DIR/fanout.sock" -M 0660 -F 2 -- "$BINARY" >"$RUN_DIR/spawn.txt" 2>&1
+PIDS=$(grep -oE 'PID: [0-9]+' "$RUN_DIR/spawn.txt" | cut -d' ' -f2 | tr '\n' ' ')
+check "spawn-fcgi -F 2 started two processes" [ "$(wc -w <<<"$PIDS")" = 2 ]
+PORT=$(free_port)
+BASE="http://127.0.0.1:$PORT"
+start_nginx "$RUN_DIR" "$PORT" on
+SHARED=()
+for i in $(seq 1 20); do SHARED+=("$(async '{"tasks":[{"id":"a","op":"sleep","input":{"ms":150}}]}')"); done
+DONE=0
+for id in "${SHARED[@]}"; do [ "$(wait_for_job "$id" 20)" = succeeded ] && DONE=$((DONE + 1)); done
+check "two processes (PIDs $PIDS): all 20 jobs succeeded" [ $DONE = 20 ]
+RUNS=$(python3 -c 'import sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute("SELECT claims, owner_pid FROM jobs").fetchall()
+print(sorted({c for c, _ in rows}), len({p for _, p in rows}))' "$RUN_DIR/data6/jobs.sqlite")
+check "two processes: each job ran exactly once, and both processes ran jobs ($RUNS)" [ "$RUNS" = "[1] 2" ]
+stop_nginx
+for pid in $PIDS; do kill -TERM "$pid"; done
+for pid in $PIDS; do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
+PIDS=""
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 4: responses match openapi.yaml"
