@@ -63,6 +63,7 @@ let package = Package(
         .executableTarget(
             name: "fanout",
             dependencies: [
+                "CLinux",
                 "FanoutService",
                 "FastCGI",
                 "FanoutEngine",
