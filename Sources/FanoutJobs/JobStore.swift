@@ -185,7 +185,13 @@ public final class JobStore: Sendable {
 
     /// Claims the oldest queued job for `owner`, if there is one.
     public func claimNext(owner: Owner, now: Double) async throws -> Claim? {
-        try await pool.write { db in
+        // Every process polls; a read (which in WAL mode waits for no one) spares idle ones the
+        // write lock.
+        let anyQueued = try await pool.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued')") ?? false
+        }
+        guard anyQueued else { return nil }
+        return try await pool.write { db in
             try Row.fetchOne(
                 db,
                 sql: """
