@@ -202,6 +202,7 @@ struct JSONScanner {
 
     // MARK: Internals
 
+    @inline(__always)
     private func peekByte() -> UInt8? {
         position < end ? bytes[position] : nil
     }
@@ -219,13 +220,18 @@ struct JSONScanner {
         if depth > maximumDepth { throw error("nesting deeper than \(maximumDepth) levels") }
     }
 
+    @inline(__always)
     private mutating func consume(_ byte: UInt8, _ message: String) throws(SyntaxError) {
         skipWhitespace()
         guard peekByte() == byte else { throw error(message) }
         position += 1
     }
 
+    // Called before every token: inlined, with the common case (no white space at all, as in
+    // compact JSON) decided by one comparison.
+    @inline(__always)
     private mutating func skipWhitespace() {
+        if position < end, bytes[position] > 0x20 { return }
         while position < end {
             switch bytes[position] {
             case 0x20, 0x09, 0x0A, 0x0D: position += 1
