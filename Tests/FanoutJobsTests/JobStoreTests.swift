@@ -29,12 +29,17 @@ private func allCancelled(_ body: [UInt8], _ error: TaskError) -> BatchResult? {
 }
 
 @Suite("Job store")
-struct JobStoreTests {
+final class JobStoreTests {
+    let directory = temporaryDirectory()
     let store: JobStore
     let now = 1_000_000.0
 
     init() throws {
-        store = try JobStore(directory: temporaryDirectory())
+        store = try JobStore(directory: directory)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
     }
 
     @Test("a submitted job is queued, claimed exactly once, and stores its results")
@@ -217,7 +222,13 @@ struct JobStoreTests {
 }
 
 @Suite("Job manager")
-struct JobManagerTests {
+final class JobManagerTests {
+    let directory = temporaryDirectory()
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
     private func manager(_ store: JobStore, maximumRunning: Int = 4) -> JobManager {
         var configuration = JobManager.Configuration()
         configuration.maximumRunning = maximumRunning
@@ -241,7 +252,7 @@ struct JobManagerTests {
 
     @Test("a job runs in the background and reports progress, then results")
     func runsJobs() async throws {
-        let manager = manager(try JobStore(directory: temporaryDirectory()))
+        let manager = manager(try JobStore(directory: directory))
         manager.start()
         let sleeps = body(
             #"{"tasks":[{"id":"fast","op":"sleep","input":{"ms":10}},{"id":"slow","op":"sleep","input":{"ms":400}}]}"#)
@@ -262,7 +273,7 @@ struct JobManagerTests {
 
     @Test("DELETE stops a running job: finished results are kept, the rest cancelled")
     func cancelsRunningJobs() async throws {
-        let manager = manager(try JobStore(directory: temporaryDirectory()))
+        let manager = manager(try JobStore(directory: directory))
         manager.start()
         let work = body(
             #"{"tasks":[{"id":"done","op":"echo","input":1},{"id":"long","op":"sleep","input":{"ms":10000}}]}"#)
@@ -285,7 +296,6 @@ struct JobManagerTests {
 
     @Test("two responders on one store run every job exactly once")
     func sharedStore() async throws {
-        let directory = temporaryDirectory()
         let first = manager(try JobStore(directory: directory), maximumRunning: 2)
         let second = manager(try JobStore(directory: directory), maximumRunning: 2)
         first.start()

@@ -5,16 +5,6 @@ import Foundation
 import Logging
 import Testing
 
-private func makeService() throws -> FanoutService {
-    let directory = "/tmp/fanout-service-jobs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    var jobs = JobManager.Configuration()
-    jobs.pollInterval = .milliseconds(20)
-    return FanoutService(
-        configuration: FanoutService.Configuration(),
-        logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
-        jobs: (try JobStore(directory: directory), jobs))
-}
-
 private func request(_ method: String, _ path: String, body: String = "", headers: [String: String] = [:])
     -> FastCGIRequest
 {
@@ -33,7 +23,21 @@ extension FastCGIResponse {
 }
 
 @Suite("Job routes")
-struct JobRoutesTests {
+final class JobRoutesTests {
+    /// Each test's own job store, removed after it.
+    let directory = "/tmp/fanout-service-jobs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func makeService() throws -> FanoutService {
+        FanoutService(
+            configuration: FanoutService.Configuration(),
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+            jobs: (try JobStore(directory: directory), JobManager.Configuration()))
+    }
+
     let batch = #"{"tasks":[{"id":"a","op":"echo","input":1}]}"#
 
     @Test("Prefer: respond-async answers 202 with Location, Retry-After and Preference-Applied")

@@ -132,15 +132,11 @@ public struct BatchDecoder: Sendable {
         var drafts: [DraftTask] = []
         var count = 0
         var lastOperation: AnyOperation?
-        let taskFieldBytes = Self.taskFieldBytes
         try scanner.beginArray()
         while try scanner.nextElement(first: count == 0) {
             // Past the limit, keep checking the syntax but stop collecting tasks.
             if count < limits.maximumTasks {
-                drafts.append(
-                    try decodeTask(
-                        &scanner, index: count, lastOperation: &lastOperation, taskFieldBytes: taskFieldBytes,
-                        issues: &issues))
+                drafts.append(try decodeTask(&scanner, index: count, lastOperation: &lastOperation, issues: &issues))
             } else {
                 _ = try scanner.skipValue()
             }
@@ -157,11 +153,26 @@ public struct BatchDecoder: Sendable {
         return drafts
     }
 
-    /// The fields of a task, in the order of the bits of `seenKeys`.
-    private static let taskFields = ["id", "op", "input", "depends_on", "timeout_ms"]
-    private static let taskFieldBytes = taskFields.map { Array($0.utf8) }
+    /// Which task field a key names, from its raw bytes: 0 `id`, 1 `op`, 2 `input`,
+    /// 3 `depends_on`, 4 `timeout_ms` (the bits of `seenKeys`), or -1.
+    ///
+    /// Compared byte by byte rather than against a table of names: a shared table's reference
+    /// count, touched for every key of every task on both event loops, was a contended hot spot.
+    private static func taskField(_ bytes: [UInt8], _ range: Range<Int>) -> Int {
+        func matches(_ name: StaticString) -> Bool {
+            name.withUTF8Buffer { name in
+                name.count == range.count && name.indices.allSatisfy { bytes[range.lowerBound + $0] == name[$0] }
+            }
+        }
+        switch range.count {
+        case 2: return matches("id") ? 0 : matches("op") ? 1 : -1
+        case 5: return matches("input") ? 2 : -1
+        case 10: return matches("depends_on") ? 3 : matches("timeout_ms") ? 4 : -1
+        default: return -1
+        }
+    }
 
-    /// `taskFields[field]`, without touching the shared array for every key of every task.
+    /// A task field's name, for messages.
     private static func taskFieldName(_ field: Int) -> String {
         switch field {
         case 0: "id"
@@ -174,10 +185,8 @@ public struct BatchDecoder: Sendable {
 
     /// - Parameter lastOperation: the previous task's operation: batches mostly repeat one, and
     ///   comparing its name is cheaper than hashing it for the registry.
-    ///   - taskFieldBytes: ``taskFieldBytes``, fetched once per batch rather than once per key.
     private func decodeTask(
-        _ scanner: inout JSONScanner, index: Int, lastOperation: inout AnyOperation?, taskFieldBytes: [[UInt8]],
-        issues: inout [ValidationIssue]
+        _ scanner: inout JSONScanner, index: Int, lastOperation: inout AnyOperation?, issues: inout [ValidationIssue]
     ) throws -> DraftTask {
         var draft = DraftTask(index: index)
         guard try scanner.peekKind() == .object else {
@@ -196,7 +205,7 @@ public struct BatchDecoder: Sendable {
         try scanner.beginObject()
         var first = true
         var otherKey = ""
-        while let field = try scanner.nextKey(first: first, among: taskFieldBytes, otherKey: &otherKey) {
+        while let field = try scanner.nextKey(first: first, otherKey: &otherKey, match: Self.taskField) {
             first = false
             guard field >= 0 else {
                 fieldIssues.append((otherKey, "is not a task field"))

@@ -71,12 +71,13 @@ struct JSONScanner {
         return key
     }
 
-    /// Like ``nextKey(first:)``, but identifies the key by comparing its raw bytes with
-    /// `candidates`, without building a string: returns the index of the match, `-1` for any
-    /// other key (whose text is then in `otherKey`), or `nil` at the end of the object.
-    mutating func nextKey(first: Bool, among candidates: [[UInt8]], otherKey: inout String) throws(SyntaxError)
-        -> Int?
-    {
+    /// Like ``nextKey(first:)``, but identifies the key from its raw bytes without building a
+    /// string: `match` gets the bytes and the range of the key's text and returns an index, or
+    /// `-1` for a key it does not know (whose text is then in `otherKey`). Returns `nil` at the
+    /// end of the object.
+    mutating func nextKey(
+        first: Bool, otherKey: inout String, match: ([UInt8], Range<Int>) -> Int
+    ) throws(SyntaxError) -> Int? {
         skipWhitespace()
         if peekByte() == UInt8(ascii: "}") {
             position += 1
@@ -88,27 +89,20 @@ struct JSONScanner {
         guard peekByte() == UInt8(ascii: "\"") else { throw error("expected a string key") }
         let start = position
         let hasEscapes = try scanString()
+        let keyRange = (start + 1)..<(position - 1)
         skipWhitespace()
         try consume(UInt8(ascii: ":"), "expected ':'")
         if !hasEscapes {
-            let keyStart = start + 1
-            var keyEnd = keyStart
-            while bytes[keyEnd] != UInt8(ascii: "\"") { keyEnd += 1 }
-            for (index, candidate) in candidates.enumerated() where candidate.count == keyEnd - keyStart {
-                var matches = true
-                for offset in 0..<candidate.count where bytes[keyStart + offset] != candidate[offset] {
-                    matches = false
-                    break
-                }
-                if matches { return index }
-            }
+            let index = match(bytes, keyRange)
+            if index >= 0 { return index }
         }
         var keyScanner = JSONScanner(bytes: bytes, maximumDepth: maximumDepth)
         keyScanner.position = start
         otherKey = try keyScanner.readString()
+        guard hasEscapes else { return -1 }
         // A key spelt with escapes ("i\u0064") is still the same key.
         let decoded = Array(otherKey.utf8)
-        return hasEscapes ? (candidates.firstIndex(of: decoded) ?? -1) : -1
+        return match(decoded, 0..<decoded.count)
     }
 
     /// Consumes `[` and enters the array.

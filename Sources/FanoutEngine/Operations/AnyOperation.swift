@@ -20,13 +20,14 @@ public final class AnyOperation: Sendable {
         summary = operation.summary
         inputSchema = operation.inputSchema
         isInstant = operation.isInstant
-        // One shared copy of the operation; each task's bound work refers to it.
+        // Each task's bound work holds its own copy of the operation: free for the built-ins,
+        // whose structs hold no references. A shared box would be retained and released by
+        // every task on every event loop, contending for one cache line.
         if let instant = operation as? any InstantOperation {
             prepareInput = Self.preparer(instant)
         } else {
-            let shared = Shared(operation)
             prepareInput = { (json: RawJSON) throws(InputError) -> PreparedTask in
-                PreparedTask(bound: Bound(shared, try shared.operation.decodeInput(json)))
+                PreparedTask(bound: Bound(operation, try operation.decodeInput(json)))
             }
         }
     }
@@ -34,9 +35,8 @@ public final class AnyOperation: Sendable {
     private static func preparer<Wrapped: InstantOperation>(
         _ operation: Wrapped
     ) -> @Sendable (RawJSON) throws(InputError) -> PreparedTask {
-        let shared = Shared(operation)
-        return { (json: RawJSON) throws(InputError) -> PreparedTask in
-            PreparedTask(bound: InstantBound(shared, try shared.operation.decodeInput(json)))
+        { (json: RawJSON) throws(InputError) -> PreparedTask in
+            PreparedTask(bound: InstantBound(operation, try operation.decodeInput(json)))
         }
     }
 
@@ -68,40 +68,30 @@ public struct PreparedTask: Sendable {
     }
 }
 
-/// The type-erased face of the bound work. A class: copying a task's work is one retain, and the
-/// operation itself is shared, not copied into every task.
+/// The type-erased face of the bound work. A class: copying a task's work is one retain.
 private protocol BoundOperation: AnyObject, Sendable {
     func run() async throws -> RawJSON
     func runInstantly() -> Result<RawJSON, any Error>?
     func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle?
 }
 
-/// An operation, stored once per registration.
-private final class Shared<Wrapped: Operation>: Sendable {
-    let operation: Wrapped
-
-    init(_ operation: Wrapped) {
-        self.operation = operation
-    }
-}
-
 private final class Bound<Wrapped: Operation>: BoundOperation {
-    let shared: Shared<Wrapped>
+    let operation: Wrapped
     let input: Wrapped.Input
 
-    init(_ shared: Shared<Wrapped>, _ input: Wrapped.Input) {
-        self.shared = shared
+    init(_ operation: Wrapped, _ input: Wrapped.Input) {
+        self.operation = operation
         self.input = input
     }
 
     func run() async throws -> RawJSON {
-        try shared.operation.encodeOutput(try await shared.operation.run(input))
+        try operation.encodeOutput(try await operation.run(input))
     }
 
     func runInstantly() -> Result<RawJSON, any Error>? { nil }
 
     func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? {
-        let operation = shared.operation
+        let operation = operation
         return operation.start(input) { result in
             completion(result.flatMap { output in Result { try operation.encodeOutput(output) } })
         }
@@ -109,20 +99,20 @@ private final class Bound<Wrapped: Operation>: BoundOperation {
 }
 
 private final class InstantBound<Wrapped: InstantOperation>: BoundOperation {
-    let shared: Shared<Wrapped>
+    let operation: Wrapped
     let input: Wrapped.Input
 
-    init(_ shared: Shared<Wrapped>, _ input: Wrapped.Input) {
-        self.shared = shared
+    init(_ operation: Wrapped, _ input: Wrapped.Input) {
+        self.operation = operation
         self.input = input
     }
 
     func run() async throws -> RawJSON {
-        try shared.operation.encodeOutput(shared.operation.runInstantly(input))
+        try operation.encodeOutput(operation.runInstantly(input))
     }
 
     func runInstantly() -> Result<RawJSON, any Error>? {
-        Result { try shared.operation.encodeOutput(shared.operation.runInstantly(input)) }
+        Result { try operation.encodeOutput(operation.runInstantly(input)) }
     }
 
     func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? { nil }
