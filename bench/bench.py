@@ -201,30 +201,38 @@ def sweep(port):
 
     Returns per N: the median time per task, and the marginal cost of a task,
     (t(N) - t(1)) / (N - 1), which leaves out the fixed cost of a request and so shows how the
-    engine scales with the batch.
+    engine scales with the batch. For small N that difference is a few tens of microseconds
+    between two times of a few hundred, so batches of N alternate with batches of 1 (both
+    medians then see the same drift) and small sizes are repeated many times.
     """
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    medians = {}
+
+    def timed(body):
+        start = time.perf_counter()
+        connection.request("POST", "/batch", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"sweep: status {response.status}")
+        return time.perf_counter() - start
+
+    single = echoes(1)
+    for _ in range(20):
+        timed(single)  # warm-up
+    costs = {}
     for size in SWEEP:
         body = echoes(size)
-        repeats = 5 if size >= 10000 else 25
-        times = []
-        for attempt in range(repeats + 1):
-            start = time.perf_counter()
-            connection.request("POST", "/batch", body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                raise RuntimeError(f"sweep {size}: status {response.status}")
-            if attempt > 0:  # the first is a warm-up
-                times.append(time.perf_counter() - start)
-        medians[size] = statistics.median(times)
+        repeats = 5 if size >= 100000 else 25 if size >= 10000 else 201
+        timed(body)  # warm-up
+        singles, times = [], []
+        for _ in range(repeats):
+            singles.append(timed(single))
+            times.append(timed(body))
+        one, median = statistics.median(singles), statistics.median(times)
+        costs[size] = {"per_task_us": median / size * 1e6,
+                       "marginal_us": (median - one) / (size - 1) * 1e6 if size > 1 else None}
     connection.close()
-    return {
-        size: {"per_task_us": medians[size] / size * 1e6,
-               "marginal_us": (medians[size] - medians[1]) / (size - 1) * 1e6 if size > 1 else None}
-        for size in SWEEP
-    }
+    return costs
 
 
 def measure(kind, binary, workdir, repeat_for_memory):
