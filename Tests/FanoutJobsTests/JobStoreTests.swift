@@ -318,3 +318,71 @@ final class JobManagerTests {
         await second.shutdown(grace: .seconds(1))
     }
 }
+
+@Suite("Job manager limits and shutdown")
+final class JobManagerEdgeTests {
+    let directory = temporaryDirectory()
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func manager(maximumResultBytes: Int = 16 << 20) throws -> JobManager {
+        var configuration = JobManager.Configuration()
+        configuration.pollInterval = .milliseconds(20)
+        configuration.maximumResultBytes = maximumResultBytes
+        return JobManager(
+            store: try JobStore(directory: directory), decoder: decoder, configuration: configuration,
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    }
+
+    private func job(_ manager: JobManager, _ id: String, until done: (Job) -> Bool) async throws -> Job {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while clock.now < deadline {
+            if let job = try await manager.job(id), done(job) { return job }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw CancellationError()
+    }
+
+    @Test("results over the size limit are not stored: the job fails with result_too_large, counts kept")
+    func resultTooLarge() async throws {
+        let manager = try manager(maximumResultBytes: 1024)
+        manager.start()
+        let big = String(repeating: "x", count: 2000)
+        guard
+            case .created(let submitted) = try await manager.submit(
+                body: body(#"{"tasks":[{"id":"a","op":"echo","input":"\#(big)"}]}"#), taskCount: 1, idempotencyKey: nil)
+        else { return }
+        let finished = try await job(manager, submitted.id) { $0.status.isFinished }
+        #expect(finished.status == .failed)
+        #expect(finished.error?.code == "result_too_large")
+        #expect(finished.results == nil)
+        #expect(finished.progress.succeeded == 1)
+        await manager.shutdown(grace: .seconds(1))
+    }
+
+    @Test("at shutdown a job still running after the grace period is reported interrupted; queued ones stay")
+    func shutdownInterrupts() async throws {
+        let manager = try manager()
+        manager.start()
+        let long = body(#"{"tasks":[{"id":"a","op":"sleep","input":{"ms":10000}}]}"#)
+        guard case .created(let running) = try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil)
+        else { return }
+        _ = try await job(manager, running.id) { $0.status == .running }
+        let clock = ContinuousClock()
+        let start = clock.now
+        await manager.shutdown(grace: .milliseconds(100))
+        #expect(clock.now - start < .seconds(3))
+        let ended = try #require(try await manager.job(running.id))
+        #expect(ended.status == .failed)
+        #expect(ended.error?.code == "interrupted")
+        #expect(text(ended.results).contains(#""code":"shutdown""#))
+        // Submitted after the shutdown: stays queued for the next responder.
+        guard case .created(let queued) = try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil)
+        else { return }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try await manager.job(queued.id)?.status == .queued)
+    }
+}
