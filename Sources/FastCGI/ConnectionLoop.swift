@@ -1,4 +1,5 @@
 import CLinux
+import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
@@ -27,8 +28,6 @@ final class ConnectionLoop: @unchecked Sendable {
         let connection: FastCGIConnection
         var phase: Phase
         var task: Task<Void, Never>?
-        /// False once a write of a streamed response failed: later writes are skipped.
-        var streamHealthy = true
     }
 
     private static let listenerToken: UInt64 = 1
@@ -187,31 +186,30 @@ final class ConnectionLoop: @unchecked Sendable {
 
     /// Writes a streamed response: the head, then whatever `body` writes, each piece flushed.
     ///
-    /// The request stays in the handling phase throughout, so a hang-up still cancels the task.
-    /// `body` runs even when the head cannot be written, with writes that fail, so that whatever
-    /// it holds (a batch slot) is released the usual way.
+    /// The writes block on the socket as long as nginx does not read (a slow client, with
+    /// buffering off): they run on a serial queue of their own, not on the loop, so one slow
+    /// client never holds up the loop's other connections. Meanwhile the loop leaves the
+    /// connection alone; the request stays in the handling phase, so a hang-up still cancels the
+    /// task. `body` runs even when the head cannot be written, with writes that fail, so that
+    /// whatever it holds (a batch slot) is released the usual way.
     private func stream(_ token: UInt64, head: [UInt8], _ body: FastCGIResponse.Stream) async {
-        _ = await onLoop { self.writeStreamed(token, head, first: true) }
+        let connection = await onLoop { self.entries[token]?.connection }
+        let writer = StreamWriter(connection)
+        _ = await writer.write(head, first: true)
         await body(
-            FastCGIResponseWriter { bytes in await self.onLoop { self.writeStreamed(token, bytes, first: false) } })
+            FastCGIResponseWriter { bytes in
+                let written = await writer.write(bytes, first: false)
+                // The client is gone: stop the work that was writing to it.
+                if !written { withUnsafeCurrentTask { $0?.cancel() } }
+                return written
+            })
+        let healthy = writer.isHealthy
         await onLoop {
             guard let entry = self.entries[token] else { return }
             self.entries[token]?.phase = .writing
             self.entries[token]?.task = nil
-            self.completed(token, keptOpen: entry.connection.endStream(healthy: entry.streamHealthy))
+            self.completed(token, keptOpen: entry.connection.endStream(healthy: healthy))
         }
-    }
-
-    private func writeStreamed(_ token: UInt64, _ bytes: [UInt8], first: Bool) -> Bool {
-        guard let entry = entries[token], entry.streamHealthy else { return false }
-        let written =
-            first ? entry.connection.beginStream(head: bytes) : entry.connection.writeStreamed(bytes)
-        if !written {
-            // The client is gone: stop the work that was writing to it.
-            entries[token]?.streamHealthy = false
-            entry.task?.cancel()
-        }
-        return written
     }
 
     /// Runs `body` on the loop thread: at once when already there, as the handler's task
@@ -228,7 +226,6 @@ final class ConnectionLoop: @unchecked Sendable {
         guard let connection = entries[token]?.connection else { return }
         if keptOpen {
             entries[token]?.phase = .idle
-            entries[token]?.streamHealthy = true
             shared.activeRequests.subtract(1, ordering: .relaxed)
             loop.epoll.modify(
                 connection.fileDescriptor, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLONESHOT.rawValue,
@@ -252,5 +249,33 @@ final class ConnectionLoop: @unchecked Sendable {
         let size = socklen_t(MemoryLayout<timeval>.size)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, size)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, size)
+    }
+}
+
+/// Writes one streamed response body, piece by piece, on a serial queue of its own.
+///
+/// It has the connection to itself while the stream lasts (the loop does not touch a connection
+/// whose request is being handled), and runs one write at a time: the producer awaits each.
+private final class StreamWriter: Sendable {
+    private let connection: FastCGIConnection?
+    private let queue = DispatchQueue(label: "fanout.stream-writer")
+    /// False once a write failed: later writes are skipped.
+    private let healthy = Mutex(true)
+
+    init(_ connection: FastCGIConnection?) {
+        self.connection = connection
+    }
+
+    var isHealthy: Bool { healthy.withLock { $0 } && connection != nil }
+
+    func write(_ bytes: [UInt8], first: Bool) async -> Bool {
+        guard let connection, isHealthy else { return false }
+        return await withCheckedContinuation { continuation in
+            queue.async {
+                let written = first ? connection.beginStream(head: bytes) : connection.writeStreamed(bytes)
+                if !written { self.healthy.withLock { $0 = false } }
+                continuation.resume(returning: written)
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@ import Testing
 #endif
 
 /// Echoes the body back, reporting what it saw; `/slow` waits 10 s (or until cancelled);
-/// `/stream` streams `one`, waits 300 ms, then streams `two`.
+/// `/stream` streams `one`, waits 300 ms, then streams `two`; `/flood` streams 8 MiB in 64 KiB
+/// pieces.
 private final class TestHandler: FastCGIHandler {
     let cancelled = Mutex(false)
 
@@ -27,6 +28,12 @@ private final class TestHandler: FastCGIHandler {
                 await writer.write(Array("one\n".utf8))
                 try? await Task.sleep(for: .milliseconds(300))
                 await writer.write(Array("two\n".utf8))
+            }
+        }
+        if request.path == "/flood" {
+            return FastCGIResponse(status: 200) { writer in
+                let piece = [UInt8](repeating: UInt8(ascii: "x"), count: 65536)
+                for _ in 0..<128 where await writer.write(piece) {}
             }
         }
         let summary = "method=\(request.method) length=\(request.body.count) tooLarge=\(request.bodyTooLarge)\n"
@@ -166,7 +173,7 @@ struct FastCGIRequestTests {
 @Suite("FastCGI transport", .serialized)
 struct FastCGIServerTests {
     private func withServer(
-        maximumBodyBytes: Int = 1 << 20, _ body: (String, TestHandler) async throws -> Void
+        maximumBodyBytes: Int = 1 << 20, ioThreads: Int = 2, _ body: (String, TestHandler) async throws -> Void
     ) async throws {
         FastCGIServer.initializeLibrary()
         let directory = "/tmp/fanout-fcgi-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -175,7 +182,7 @@ struct FastCGIServerTests {
         var configuration = FastCGIServer.Configuration()
         configuration.listener = .unixSocket(path: path, mode: 0o600)
         configuration.maximumBodyBytes = maximumBodyBytes
-        configuration.ioThreads = 2
+        configuration.ioThreads = ioThreads
         let handler = TestHandler()
         let server = try FastCGIServer(
             configuration: configuration, handler: handler,
@@ -267,6 +274,26 @@ struct FastCGIServerTests {
             #expect(first.at - sent < .milliseconds(250))
             #expect(try #require(pieces.last).at - sent >= .milliseconds(300))
             #expect(next?.hasSuffix("length=5 tooLarge=false\nafter") == true)
+        }
+    }
+
+    @Test("a stream to a peer that does not read holds up no other connection of its loop")
+    func slowReaderDoesNotBlockTheLoop() async throws {
+        try await withServer(ioThreads: 1) { path, _ in
+            let (elapsed, response) = try await blocking { () throws -> (Duration, String?) in
+                let stalled = try FastCGIClient(path: path)
+                defer { stalled.close() }
+                stalled.send(path: "/flood", keepConnection: true)
+                usleep(200_000)  // the stream fills the socket buffers and its writer waits
+                let other = try FastCGIClient(path: path)
+                defer { other.close() }
+                let start = ContinuousClock.now
+                other.send(path: "/echo", body: Array("hi".utf8), keepConnection: true)
+                let response = other.receive()
+                return (ContinuousClock.now - start, response)
+            }
+            #expect(response?.hasSuffix("length=2 tooLarge=false\nhi") == true)
+            #expect(elapsed < .seconds(2))
         }
     }
 
