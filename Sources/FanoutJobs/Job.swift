@@ -83,14 +83,8 @@ public struct Job: Sendable {
         writer.raw(cancelRequested ? "true" : "false")
         writer.raw(#","progress":{"total":"#)
         writer.integer(taskCount)
-        writer.raw(#","succeeded":"#)
-        writer.integer(progress.succeeded)
-        writer.raw(#","failed":"#)
-        writer.integer(progress.failed)
-        writer.raw(#","skipped":"#)
-        writer.integer(progress.skipped)
-        writer.raw(#","cancelled":"#)
-        writer.integer(progress.cancelled)
+        writer.raw(",")
+        progress.writeCounts(to: &writer)
         writer.raw(#","pending":"#)
         writer.integer(
             max(0, taskCount - progress.succeeded - progress.failed - progress.skipped - progress.cancelled))
@@ -104,11 +98,8 @@ public struct Job: Sendable {
             writer.trustedJSON(summary)
         }
         if let error {
-            writer.raw(#","error":{"code":"#)
-            writer.string(error.code)
-            writer.raw(#","message":"#)
-            writer.string(error.message)
-            writer.raw("}")
+            writer.raw(#","error":"#)
+            error.write(to: &writer)
         }
         writer.raw("}")
         return writer.bytes

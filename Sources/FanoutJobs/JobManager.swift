@@ -175,14 +175,7 @@ public final class JobManager: Sendable {
         let result = await BatchRunner.run(batch, cancellationCause: { [self] in isStopping ? .shutdown : .clientGone })
         {
             [self] results in
-            for result in results {
-                switch result.status {
-                case .succeeded: progress.succeeded += 1
-                case .failed: progress.failed += 1
-                case .skipped: progress.skipped += 1
-                case .cancelled: progress.cancelled += 1
-                }
-            }
+            for result in results { progress.add(result.status) }
             guard clock.now - lastWrite >= configuration.progressInterval else { return }
             lastWrite = clock.now
             do {

@@ -25,6 +25,28 @@ public struct BatchResult: Sendable {
         /// All zero.
         public init() {}
 
+        /// Counts one more task that ended with `status`.
+        public mutating func add(_ status: TaskStatus) {
+            switch status {
+            case .succeeded: succeeded += 1
+            case .failed: failed += 1
+            case .skipped: skipped += 1
+            case .cancelled: cancelled += 1
+            }
+        }
+
+        /// Writes `"succeeded":…,"failed":…,"skipped":…,"cancelled":…`.
+        public func writeCounts(to writer: inout JSONWriter) {
+            writer.raw(#""succeeded":"#)
+            writer.integer(succeeded)
+            writer.raw(#","failed":"#)
+            writer.integer(failed)
+            writer.raw(#","skipped":"#)
+            writer.integer(skipped)
+            writer.raw(#","cancelled":"#)
+            writer.integer(cancelled)
+        }
+
         /// How many tasks ended with `status`.
         public func count(_ status: TaskStatus) -> Int {
             switch status {
@@ -39,14 +61,7 @@ public struct BatchResult: Sendable {
     /// How many tasks ended with each status.
     public var summary: Summary {
         var summary = Summary()
-        for result in results {
-            switch result.status {
-            case .succeeded: summary.succeeded += 1
-            case .failed: summary.failed += 1
-            case .skipped: summary.skipped += 1
-            case .cancelled: summary.cancelled += 1
-            }
-        }
+        for result in results { summary.add(result.status) }
         return summary
     }
 
@@ -126,14 +141,8 @@ public struct BatchResult: Sendable {
     private func writeSummary(_ summary: Summary, to writer: inout JSONWriter) {
         writer.raw(#""summary":{"total":"#)
         writer.integer(results.count)
-        writer.raw(#","succeeded":"#)
-        writer.integer(summary.succeeded)
-        writer.raw(#","failed":"#)
-        writer.integer(summary.failed)
-        writer.raw(#","skipped":"#)
-        writer.integer(summary.skipped)
-        writer.raw(#","cancelled":"#)
-        writer.integer(summary.cancelled)
+        writer.raw(",")
+        summary.writeCounts(to: &writer)
         writer.raw(#","duration_ms":"#)
         writer.milliseconds(duration)
         writer.raw("}")
@@ -163,11 +172,8 @@ public struct BatchResult: Sendable {
             writer.json(output)
         }
         if let error = result.error {
-            writer.raw(#","error":{"code":"#)
-            writer.string(error.code)
-            writer.raw(#","message":"#)
-            writer.string(error.message)
-            writer.raw("}")
+            writer.raw(#","error":"#)
+            error.write(to: &writer)
         }
         writer.raw(#","duration_ms":"#)
         writer.milliseconds(result.duration)

@@ -24,6 +24,15 @@ public struct TaskError: Sendable, Equatable {
         self.code = code
         self.message = message
     }
+
+    /// Writes `{"code": …, "message": …}`.
+    public func write(to writer: inout JSONWriter) {
+        writer.raw(#"{"code":"#)
+        writer.string(code)
+        writer.raw(#","message":"#)
+        writer.string(message)
+        writer.raw("}")
+    }
 }
 
 /// The result of one task, as reported to the client.
