@@ -172,9 +172,7 @@ public final class JobManager: Sendable {
         let clock = ContinuousClock()
         var progress = BatchResult.Summary()
         var lastWrite = clock.now
-        let result = await BatchRunner.run(batch, cancellationCause: { [self] in isStopping ? .shutdown : .clientGone })
-        {
-            [self] results in
+        let recordProgress = { [self] (results: [TaskResult]) async in
             for result in results { progress.add(result.status) }
             guard clock.now - lastWrite >= configuration.progressInterval else { return }
             lastWrite = clock.now
@@ -184,6 +182,8 @@ public final class JobManager: Sendable {
                 logger.warning("could not record progress", metadata: ["job": "\(claim.id)", "error": "\(error)"])
             }
         }
+        let result = await BatchRunner.run(
+            batch, cancellationCause: { [self] in isStopping ? .shutdown : .clientGone }, onResults: recordProgress)
         if Task.isCancelled, isStopping {
             let error = TaskError(code: "interrupted", message: "the responder stopped before the job finished")
             await finish(claim.id, status: .failed, result: result, error: error)
