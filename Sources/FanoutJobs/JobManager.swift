@@ -166,7 +166,7 @@ public final class JobManager: Sendable {
         } catch {
             // Valid when accepted; the server's limits may have changed since.
             let failure = TaskError(code: "invalid_request", message: "the batch is not valid under the current limits")
-            await finish(claim.id, status: .failed, result: nil, error: failure)
+            await finish(claim.id, status: .failed, outcome: JobStore.Outcome(counts: .init()), error: failure)
             return
         }
         let clock = ContinuousClock()
@@ -184,31 +184,31 @@ public final class JobManager: Sendable {
         }
         let result = await BatchRunner.run(
             batch, cancellationCause: { [self] in isStopping ? .shutdown : .clientGone }, onResults: recordProgress)
+        // Encoded once, here, outside the store's write transaction.
+        let outcome = JobStore.Outcome(result)
         if Task.isCancelled, isStopping {
             let error = TaskError(code: "interrupted", message: "the responder stopped before the job finished")
-            await finish(claim.id, status: .failed, result: result, error: error)
+            await finish(claim.id, status: .failed, outcome: outcome, error: error)
         } else if Task.isCancelled {
-            await finish(claim.id, status: .cancelled, result: result, error: nil)
-        } else if result.resultsJSONBytes().count > configuration.maximumResultBytes {
+            await finish(claim.id, status: .cancelled, outcome: outcome, error: nil)
+        } else if (outcome.results?.count ?? 0) > configuration.maximumResultBytes {
             let error = TaskError(
                 code: "result_too_large",
                 message: "the results are larger than the \(configuration.maximumResultBytes) bytes a job may store")
-            await finish(claim.id, status: .failed, result: nil, error: error, counts: result.summary)
+            await finish(claim.id, status: .failed, outcome: JobStore.Outcome(counts: outcome.counts), error: error)
         } else {
-            await finish(claim.id, status: JobStatus(result.status), result: result, error: nil)
+            await finish(claim.id, status: JobStatus(result.status), outcome: outcome, error: nil)
         }
     }
 
-    private func finish(
-        _ id: String, status: JobStatus, result: BatchResult?, error: TaskError?, counts: BatchResult.Summary? = nil
-    ) async {
+    private func finish(_ id: String, status: JobStatus, outcome: JobStore.Outcome, error: TaskError?) async {
         do {
             // A cancelled job's task is cancelled too, and GRDB refuses to start work for a
             // cancelled task: store the outcome from a task of its own.
             let (store, owner, retention) = (store, owner, configuration.retentionSeconds)
             try await Task {
                 try await store.finish(
-                    id, owner: owner, status: status, result: result, counts: counts, error: error, now: Self.now(),
+                    id, owner: owner, status: status, outcome: outcome, error: error, now: Self.now(),
                     retention: retention)
             }.value
             logger.info("job finished", metadata: ["job": "\(id)", "status": "\(status.rawValue)"])

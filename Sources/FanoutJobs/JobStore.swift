@@ -35,6 +35,28 @@ public final class JobStore: Sendable {
         }
     }
 
+    /// What a finished job keeps: its results and summary, encoded, and its tasks' counts.
+    public struct Outcome: Sendable {
+        /// The `results` array (JSON), or `nil` when not kept.
+        public var results: [UInt8]?
+        /// The `summary` object (JSON), or `nil` when not kept.
+        public var summary: [UInt8]?
+        /// How many tasks ended with each status.
+        public var counts: BatchResult.Summary
+
+        /// Everything `result` says, encoded once.
+        public init(_ result: BatchResult) {
+            results = result.resultsJSONBytes()
+            summary = result.summaryJSONObjectBytes()
+            counts = result.summary
+        }
+
+        /// Only the counts: the results were too large to keep, or there are none.
+        public init(counts: BatchResult.Summary) {
+            self.counts = counts
+        }
+    }
+
     /// A job claimed for running.
     public struct Claim: Sendable {
         public let id: String
@@ -99,7 +121,7 @@ public final class JobStore: Sendable {
     /// Queues a validated batch, or finds the job its idempotency key already names.
     ///
     /// - Parameters:
-    ///   - body: the request body, run again from scratch by whichever process claims the job.
+    ///   - body: the request body, decoded again and run by whichever process claims the job.
     ///   - maximumPending: the most jobs queued or running at once.
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double
@@ -168,9 +190,9 @@ public final class JobStore: Sendable {
             let job = Self.job(row)
             switch job.status {
             case .queued:
-                let result = cancelledResults(Array(row["body"] as Data))
+                let outcome = cancelledResults(Array(row["body"] as Data)).map(Outcome.init) ?? Outcome(counts: .init())
                 try Self.finish(
-                    db, id: id, status: .cancelled, result: result, error: nil, now: now, retention: retention)
+                    db, id: id, status: .cancelled, outcome: outcome, error: nil, now: now, retention: retention)
                 return .cancelled(try Self.fetch(db, id)!)
             case .running:
                 try db.execute(sql: "UPDATE jobs SET cancel_requested = 1 WHERE id = ?", arguments: [id])
@@ -234,11 +256,9 @@ public final class JobStore: Sendable {
 
     /// Stores the outcome of a job `owner` ran; does nothing if the job is no longer its own (it
     /// was declared interrupted meanwhile).
-    ///
-    /// - Parameter counts: the tasks' outcomes when `result` is not stored (too large).
     public func finish(
-        _ id: String, owner: Owner, status: JobStatus, result: BatchResult?, counts: BatchResult.Summary? = nil,
-        error: TaskError?, now: Double, retention: Double
+        _ id: String, owner: Owner, status: JobStatus, outcome: Outcome, error: TaskError?, now: Double,
+        retention: Double
     ) async throws {
         try await pool.write { db in
             let mine = try Bool.fetchOne(
@@ -246,8 +266,7 @@ public final class JobStore: Sendable {
                 arguments: [id, owner.token])
             guard mine == true else { return }
             try Self.finish(
-                db, id: id, status: status, result: result, counts: counts, error: error, now: now,
-                retention: retention)
+                db, id: id, status: status, outcome: outcome, error: error, now: now, retention: retention)
         }
     }
 
@@ -270,10 +289,11 @@ public final class JobStore: Sendable {
                 guard heartbeat < staleBefore || !isAlive(pid, row["owner"] ?? "") else { continue }
                 let error = TaskError(
                     code: "interrupted", message: "the responder running this job stopped before it finished")
-                let result = interruptedResults(Array(row["body"] as Data), error)
+                let outcome =
+                    interruptedResults(Array(row["body"] as Data), error).map(Outcome.init) ?? Outcome(counts: .init())
                 let id: String = row["id"]
                 try Self.finish(
-                    db, id: id, status: .failed, result: result, error: error, now: now, retention: retention)
+                    db, id: id, status: .failed, outcome: outcome, error: error, now: now, retention: retention)
                 ended.append(id)
             }
             return ended
@@ -301,10 +321,10 @@ public final class JobStore: Sendable {
     private static let live = "(expires_at IS NULL OR expires_at > ?)"
 
     private static func finish(
-        _ db: Database, id: String, status: JobStatus, result: BatchResult?, counts: BatchResult.Summary? = nil,
-        error: TaskError?, now: Double, retention: Double
+        _ db: Database, id: String, status: JobStatus, outcome: Outcome, error: TaskError?, now: Double,
+        retention: Double
     ) throws {
-        let summary = result?.summary ?? counts ?? .init()
+        let counts = outcome.counts
         try db.execute(
             sql: """
                 UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, results = ?, summary = ?,
@@ -313,9 +333,9 @@ public final class JobStore: Sendable {
                 WHERE id = ?
                 """,
             arguments: [
-                status.rawValue, now, now + retention, result.map { Data($0.resultsJSONBytes()) },
-                result.map { Data($0.summaryJSONObjectBytes()) }, summary.succeeded, summary.failed, summary.skipped,
-                summary.cancelled, error?.code, error?.message, id,
+                status.rawValue, now, now + retention, outcome.results.map { Data($0) },
+                outcome.summary.map { Data($0) }, counts.succeeded, counts.failed, counts.skipped, counts.cancelled,
+                error?.code, error?.message, id,
             ])
     }
 

@@ -185,8 +185,9 @@ struct Fanout: ParsableCommand {
             shutdownGraceSeconds, "FANOUT_SHUTDOWN_GRACE_SECONDS", default: 30, range: 0...3600)
         configuration.shutdownGrace = .seconds(grace)
 
-        let dataDirectory = try Settings.string(dataDir, "FANOUT_DATA_DIR") ?? ".run/data"
-        configuration.dataDirectory = dataDirectory == "none" ? nil : dataDirectory
+        if let dataDirectory = try Settings.string(dataDir, "FANOUT_DATA_DIR") {
+            configuration.dataDirectory = dataDirectory == "none" ? nil : dataDirectory
+        }
         var jobs = configuration.jobs
         jobs.retentionSeconds = Double(
             try Settings.integer(

@@ -64,11 +64,13 @@ final class JobStoreTests {
         let result = await BatchRunner.run(try decoder.decode(claim.body))
         // Another owner cannot finish it.
         try await store.finish(
-            job.id, owner: JobStore.Owner.current(), status: .failed, result: nil, error: nil, now: now + 2,
+            job.id, owner: JobStore.Owner.current(), status: .failed, outcome: JobStore.Outcome(counts: .init()),
+            error: nil, now: now + 2,
             retention: 60)
         #expect(try await store.job(job.id, now: now + 2)?.status == .running)
         try await store.finish(
-            job.id, owner: owner, status: .succeeded, result: result, error: nil, now: now + 2, retention: 60)
+            job.id, owner: owner, status: .succeeded, outcome: JobStore.Outcome(result), error: nil, now: now + 2,
+            retention: 60)
 
         let finished = try #require(try await store.job(job.id, now: now + 3))
         #expect(finished.status == .succeeded)

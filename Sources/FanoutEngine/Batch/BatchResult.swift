@@ -86,12 +86,9 @@ public struct BatchResult: Sendable {
         var writer = JSONWriter(reservingCapacity: 128 + results.count * 96)
         writer.raw(#"{"status":"#)
         writer.string(Self.status(of: summary, total: results.count).rawValue)
-        writer.raw(#","results":["#)
-        for (index, result) in results.enumerated() {
-            if index > 0 { writer.raw(",") }
-            Self.write(result, to: &writer)
-        }
-        writer.raw("],")
+        writer.raw(#","results":"#)
+        writeResults(to: &writer)
+        writer.raw(#","summary":"#)
         writeSummary(summary, to: &writer)
         writer.raw("}")
         return writer.bytes
@@ -100,12 +97,7 @@ public struct BatchResult: Sendable {
     /// The `results` array alone: `[{…}, …]`, as an asynchronous job stores it.
     public func resultsJSONBytes() -> [UInt8] {
         var writer = JSONWriter(reservingCapacity: 2 + results.count * 96)
-        writer.raw("[")
-        for (index, result) in results.enumerated() {
-            if index > 0 { writer.raw(",") }
-            Self.write(result, to: &writer)
-        }
-        writer.raw("]")
+        writeResults(to: &writer)
         return writer.bytes
     }
 
@@ -113,8 +105,7 @@ public struct BatchResult: Sendable {
     public func summaryJSONObjectBytes() -> [UInt8] {
         var writer = JSONWriter(reservingCapacity: 128)
         writeSummary(summary, to: &writer)
-        // writeSummary writes the member; keep only its value.
-        return Array(writer.bytes.dropFirst(#""summary":"#.utf8.count))
+        return writer.bytes
     }
 
     /// A result in which every task of `batch` is cancelled with `error`, for a batch that never
@@ -131,15 +122,25 @@ public struct BatchResult: Sendable {
         var writer = JSONWriter(reservingCapacity: 160)
         writer.raw(#"{"status":"#)
         writer.string(Self.status(of: summary, total: results.count).rawValue)
-        writer.raw(",")
+        writer.raw(#","summary":"#)
         writeSummary(summary, to: &writer)
         writer.raw("}")
         return writer.bytes
     }
 
-    /// Writes `"summary":{…}`.
+    /// Writes the `results` array.
+    private func writeResults(to writer: inout JSONWriter) {
+        writer.raw("[")
+        for (index, result) in results.enumerated() {
+            if index > 0 { writer.raw(",") }
+            Self.write(result, to: &writer)
+        }
+        writer.raw("]")
+    }
+
+    /// Writes the `summary` object.
     private func writeSummary(_ summary: Summary, to writer: inout JSONWriter) {
-        writer.raw(#""summary":{"total":"#)
+        writer.raw(#"{"total":"#)
         writer.integer(results.count)
         writer.raw(",")
         summary.writeCounts(to: &writer)
