@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
     ],
     targets: [
         // C boundary: libfcgi, found through pkg-config.
@@ -49,6 +51,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The `http` operation: calls to operator-configured upstreams over AsyncHTTPClient, with
+        // path and header confinement, retries and per-upstream limits.
+        .target(
+            name: "FanoutHTTP",
+            dependencies: [
+                "FanoutEngine",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // HTTP-facing service: routes, status codes, problem documents.
         .target(
             name: "FanoutService",
@@ -56,6 +71,7 @@ let package = Package(
                 "FastCGI",
                 "FanoutEngine",
                 "FanoutJobs",
+                "FanoutHTTP",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -67,6 +83,7 @@ let package = Package(
                 "FanoutService",
                 "FastCGI",
                 "FanoutEngine",
+                "FanoutHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,6 +93,7 @@ let package = Package(
         .testTarget(
             name: "FanoutJobsTests",
             dependencies: ["FanoutJobs", "FanoutEngine", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "FanoutHTTPTests", dependencies: ["FanoutHTTP", "FanoutEngine"]),
         .testTarget(
             name: "FanoutServiceTests", dependencies: ["FanoutService", "FanoutEngine", "FanoutJobs", "FastCGI"]),
     ],

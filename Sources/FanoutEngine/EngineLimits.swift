@@ -17,6 +17,9 @@ public struct EngineLimits: Sendable, Equatable {
     /// The most tasks of one batch that may run at once; a batch's `concurrency` is capped to it,
     /// and it is the default when a batch sets none.
     public var maximumConcurrency: Int = 256
+    /// The largest a task's input may grow to once its references are filled in, in bytes; past
+    /// it the task fails with `input_too_large` (references can copy one output many times).
+    public var maximumInputBytes: Int = 8 * 1024 * 1024
 
     /// The default limits.
     public init() {}

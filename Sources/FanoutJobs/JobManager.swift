@@ -44,6 +44,9 @@ public final class JobManager: Sendable {
         var waiter: CheckedContinuation<Void, Never>?
         var wakePending = false
         var loops: [Task<Void, Never>] = []
+        /// What jobs accepted here know of their request (forwarded headers, request id): kept in
+        /// memory only, never in the store, until the job runs.
+        var contexts: [String: RequestContext] = [:]
     }
 
     /// The store this manager works on.
@@ -76,12 +79,34 @@ public final class JobManager: Sendable {
 
     // MARK: Requests
 
-    /// Queues a validated batch (see ``JobStore/submit(body:taskCount:idempotencyKey:maximumPending:now:)``).
-    public func submit(body: [UInt8], taskCount: Int, idempotencyKey: String?) async throws -> JobStore.Submission {
-        let submission = try await store.submit(
-            body: body, taskCount: taskCount, idempotencyKey: idempotencyKey,
-            maximumPending: configuration.maximumPending, now: Self.now())
-        if case .created = submission { wake() }
+    /// Queues a validated batch (see ``JobStore/submit(body:taskCount:idempotencyKey:maximumPending:now:id:pinnedTo:)``).
+    ///
+    /// - Parameter context: what the batch's operations know of its request. Its headers (the
+    ///   credentials `http` tasks forward) are never stored: a job that has any runs only in this
+    ///   process, which keeps them in memory; if the process stops first, the job fails with
+    ///   `credentials_unavailable`.
+    public func submit(
+        body: [UInt8], taskCount: Int, idempotencyKey: String?, context: RequestContext = .none
+    ) async throws -> JobStore.Submission {
+        let id = JobStore.newJobID()
+        let pinned = !context.headers.isEmpty
+        // Kept before the job exists, so that this process never runs it without its context.
+        if pinned || context.requestID != nil { state.withLock { $0.contexts[id] = context } }
+        let submission: JobStore.Submission
+        do {
+            submission = try await store.submit(
+                body: body, taskCount: taskCount, idempotencyKey: idempotencyKey,
+                maximumPending: configuration.maximumPending, now: Self.now(), id: id,
+                pinnedTo: pinned ? owner : nil)
+        } catch {
+            _ = state.withLock { $0.contexts.removeValue(forKey: id) }
+            throw error
+        }
+        if case .created = submission {
+            wake()
+        } else {
+            _ = state.withLock { $0.contexts.removeValue(forKey: id) }
+        }
         return submission
     }
 
@@ -160,9 +185,17 @@ public final class JobManager: Sendable {
     }
 
     private func run(_ claim: JobStore.Claim) async {
+        let context = state.withLock { $0.contexts.removeValue(forKey: claim.id) }
+        if claim.isPinned, context == nil {
+            // Cannot happen (a pinned job is claimed only by the process that holds its context),
+            // but running it without its credentials would send unauthenticated calls.
+            let failure = TaskError(code: "credentials_unavailable", message: "the job's forwarded request headers are gone")
+            await finish(claim.id, status: .failed, outcome: JobStore.Outcome(counts: .init()), error: failure)
+            return
+        }
         let batch: Batch
         do {
-            batch = try decoder.decode(claim.body)
+            batch = try decoder.decode(claim.body, context: context ?? .none)
         } catch {
             // Valid when accepted; the server's limits may have changed since.
             let failure = TaskError(code: "invalid_request", message: "the batch is not valid under the current limits")

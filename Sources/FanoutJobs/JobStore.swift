@@ -61,6 +61,9 @@ public final class JobStore: Sendable {
     public struct Claim: Sendable {
         public let id: String
         public let body: [UInt8]
+        /// Whether the job was pinned to this responder: it needs request headers (credentials)
+        /// that only this process holds, in memory.
+        public let isPinned: Bool
     }
 
     private let pool: DatabasePool
@@ -113,6 +116,15 @@ public final class JobStore: Sendable {
                     CREATE INDEX jobs_by_expiry ON jobs(expires_at) WHERE expires_at IS NOT NULL;
                     """)
         }
+        // Jobs that forward request headers (credentials) to an upstream run only in the process
+        // that accepted them: the headers are never stored, only held in that process's memory.
+        migrator.registerMigration("v2-pinned-jobs") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE jobs ADD COLUMN pinned_owner TEXT;
+                    ALTER TABLE jobs ADD COLUMN pinned_pid INTEGER;
+                    """)
+        }
         return migrator
     }
 
@@ -123,11 +135,14 @@ public final class JobStore: Sendable {
     /// - Parameters:
     ///   - body: the request body, decoded again and run by whichever process claims the job.
     ///   - maximumPending: the most jobs queued or running at once.
+    ///   - id: the new job's id (see ``newJobID()``); a fresh one when omitted.
+    ///   - pinnedTo: the only responder that may run the job, for one that needs what only that
+    ///     process holds; `nil` lets any run it.
     public func submit(
-        body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double
+        body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double,
+        id: String = JobStore.newJobID(), pinnedTo: Owner? = nil
     ) async throws -> Submission {
         let hash = Self.hash(body)
-        let id = Self.randomHex(bytes: 16)
         return try await pool.write { db -> Submission in
             if let idempotencyKey {
                 if let row = try Row.fetchOne(
@@ -144,10 +159,11 @@ public final class JobStore: Sendable {
             guard pending < maximumPending else { return .full }
             try db.execute(
                 sql: """
-                    INSERT INTO jobs (id, status, body, body_hash, idempotency_key, task_count, created_at)
-                    VALUES (?, 'queued', ?, ?, ?, ?, ?)
+                    INSERT INTO jobs (
+                        id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, pinned_pid)
+                    VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [id, Data(body), hash, idempotencyKey, taskCount, now])
+                arguments: [id, Data(body), hash, idempotencyKey, taskCount, now, pinnedTo?.token, pinnedTo?.pid])
             return .created(
                 Job(
                     id: id, status: .queued, taskCount: taskCount, progress: .init(), createdAt: now,
@@ -210,7 +226,9 @@ public final class JobStore: Sendable {
         // Every process polls; a read (which in WAL mode waits for no one) spares idle ones the
         // write lock.
         let anyQueued = try await pool.read { db in
-            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued')") ?? false
+            try Bool.fetchOne(
+                db, sql: "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' AND \(Self.claimable))",
+                arguments: [owner.token]) ?? false
         }
         guard anyQueued else { return nil }
         return try await pool.write { db in
@@ -219,11 +237,12 @@ public final class JobStore: Sendable {
                 sql: """
                     UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, owner = ?, owner_pid = ?,
                         claims = claims + 1
-                    WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at LIMIT 1)
-                    RETURNING id, body
+                    WHERE id = (
+                        SELECT id FROM jobs WHERE status = 'queued' AND \(Self.claimable) ORDER BY created_at LIMIT 1)
+                    RETURNING id, body, pinned_owner
                     """,
-                arguments: [now, now, owner.token, owner.pid]
-            ).map { Claim(id: $0["id"], body: Array($0["body"] as Data)) }
+                arguments: [now, now, owner.token, owner.pid, owner.token]
+            ).map { Claim(id: $0["id"], body: Array($0["body"] as Data), isPinned: ($0["pinned_owner"] as String?) != nil) }
         }
     }
 
@@ -272,7 +291,8 @@ public final class JobStore: Sendable {
 
     /// Ends every running job whose responder is gone: its process no longer exists, or it has not
     /// sent a heartbeat since `staleBefore`. Each is reported `failed`, its tasks `cancelled`, with
-    /// the code `interrupted`: its tasks may have partly run, so it is not run again.
+    /// the code `interrupted`: its tasks may have partly run, so it is not run again. Queued jobs
+    /// pinned to a responder that is gone fail with `credentials_unavailable`.
     ///
     /// - Returns: the ids of the jobs ended.
     public func recoverAbandoned(
@@ -283,6 +303,23 @@ public final class JobStore: Sendable {
             let rows = try Row.fetchAll(
                 db, sql: "SELECT id, body, owner, owner_pid, heartbeat_at FROM jobs WHERE status = 'running'")
             var ended: [String] = []
+            // Queued jobs pinned to a responder that is gone can never run: what they needed left
+            // with it.
+            let orphans = try Row.fetchAll(
+                db,
+                sql: "SELECT id, body, pinned_owner, pinned_pid FROM jobs WHERE status = 'queued' AND pinned_owner IS NOT NULL")
+            for row in orphans where !isAlive(row["pinned_pid"] ?? 0, row["pinned_owner"] ?? "") {
+                let error = TaskError(
+                    code: "credentials_unavailable",
+                    message: "the job forwards request headers to an upstream; they were kept only in the memory of "
+                        + "the responder that accepted the job, which stopped before running it: submit it again")
+                let outcome =
+                    interruptedResults(Array(row["body"] as Data), error).map(Outcome.init) ?? Outcome(counts: .init())
+                let id: String = row["id"]
+                try Self.finish(
+                    db, id: id, status: .failed, outcome: outcome, error: error, now: now, retention: retention)
+                ended.append(id)
+            }
             for row in rows {
                 let pid: Int32 = row["owner_pid"] ?? 0
                 let heartbeat: Double = row["heartbeat_at"] ?? 0
@@ -319,6 +356,13 @@ public final class JobStore: Sendable {
 
     /// Not expired (bind `now`).
     private static let live = "(expires_at IS NULL OR expires_at > ?)"
+    /// Runnable by an owner (bind its token): not pinned to another.
+    private static let claimable = "(pinned_owner IS NULL OR pinned_owner = ?)"
+
+    /// A fresh job id: 128 random bits in lowercase hex.
+    public static func newJobID() -> String {
+        randomHex(bytes: 16)
+    }
 
     private static func finish(
         _ db: Database, id: String, status: JobStatus, outcome: Outcome, error: TaskError?, now: Double,

@@ -1,5 +1,6 @@
 import Dispatch
 import FanoutEngine
+import FanoutHTTP
 import FanoutJobs
 import FastCGI
 import Logging
@@ -23,6 +24,8 @@ public final class FanoutApplication: Sendable {
         public var dataDirectory: String? = ".run/data"
         /// Asynchronous job limits and timings.
         public var jobs = JobManager.Configuration()
+        /// The APIs `http` tasks may call; none by default.
+        public var upstreams: [Upstream] = []
 
         /// The default configuration.
         public init() {}
@@ -31,6 +34,7 @@ public final class FanoutApplication: Sendable {
     private let configuration: Configuration
     private let service: FanoutService
     private let server: FastCGIServer
+    private let upstreamClient: UpstreamClient
     private let logger: Logger
 
     /// Opens the listening socket; nothing is accepted before ``start()``.
@@ -44,6 +48,10 @@ public final class FanoutApplication: Sendable {
         self.configuration = configuration
         self.logger = logger
         let store = try configuration.dataDirectory.map { try JobStore(directory: $0) }
+        // One client for every `http` task, on event loops of its own.
+        upstreamClient = UpstreamClient(upstreams: configuration.upstreams)
+        var registry = registry ?? .builtIns(limits: configuration.service.limits)
+        registry.register(HTTPOperation(client: upstreamClient))
         service = FanoutService(
             configuration: configuration.service, registry: registry, logger: logger,
             jobs: store.map { ($0, configuration.jobs) })
@@ -59,6 +67,7 @@ public final class FanoutApplication: Sendable {
             metadata: [
                 "socket": "\(server.listenerDescription)",
                 "jobs": "\(service.jobs.map { $0.store.path } ?? "disabled")",
+                "upstreams": "\(upstreamClient.upstreamNames.joined(separator: ","))",
             ])
     }
 
@@ -94,6 +103,14 @@ public final class FanoutApplication: Sendable {
         }
         server.shutdown(timeout: .seconds(5))
         jobsStopped?.wait()
+        // Last: no batch or job is left to make calls.
+        let clientStopped = DispatchSemaphore(value: 0)
+        let upstreamClient = upstreamClient
+        Task {
+            await upstreamClient.shutdown()
+            clientStopped.signal()
+        }
+        clientStopped.wait()
         logger.notice("stopped")
     }
 }

@@ -15,7 +15,7 @@ extension FanoutService {
 
         let batch: Batch
         do {
-            batch = try decoder.decode(request.body)
+            batch = try decoder.decode(request.body, context: requestContext(request))
         } catch {
             throw .invalidRequest(error)
         }

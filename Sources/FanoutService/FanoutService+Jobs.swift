@@ -12,7 +12,8 @@ extension FanoutService {
         if let key, !Self.isValidIdempotencyKey(key) { throw .invalidIdempotencyKey() }
         let submission: JobStore.Submission
         do {
-            submission = try await jobs.submit(body: body, taskCount: batch.tasks.count, idempotencyKey: key)
+            submission = try await jobs.submit(
+                body: body, taskCount: batch.tasks.count, idempotencyKey: key, context: requestContext(request))
         } catch {
             logger.error("job store failed", metadata: ["error": "\(error)"])
             throw .jobStoreUnavailable()

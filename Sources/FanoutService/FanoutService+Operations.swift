@@ -27,7 +27,7 @@ extension FanoutService {
         }
         let work: PreparedTask
         do {
-            work = try operation.prepare(input)
+            work = try operation.prepare(input, context: requestContext(request))
         } catch {
             let field = error.path.map { "input." + $0 } ?? "input"
             let issue = ValidationIssue(task: nil, field: field, message: error.message)
@@ -35,7 +35,10 @@ extension FanoutService {
         }
 
         let timeout = Duration.milliseconds(configuration.limits.maximumTaskTimeoutMilliseconds)
-        switch await TaskExecutor.run(work, timeout: operation.isInstant ? nil : timeout) {
+        let outcome = await TaskDeadline.$current.withValue(.now + timeout) {
+            await TaskExecutor.run(work, timeout: operation.isInstant ? nil : timeout)
+        }
+        switch outcome {
         case .succeeded(let output):
             return FastCGIResponse(
                 status: 200, headers: [("Content-Type", "application/json")], body: Array(output.bytes))

@@ -23,6 +23,8 @@ public final class FanoutService: FastCGIHandler {
     private let state = Mutex(State())
     /// The `GET /ops` body; the registry never changes, so it is encoded once.
     let operationsListing: [UInt8]
+    /// The request headers some operation reads (see ``Operation/requestHeaderNames``).
+    let requestHeaderNames: [String]
 
     /// Creates the service.
     ///
@@ -45,6 +47,16 @@ public final class FanoutService: FastCGIHandler {
             JobManager(store: $0.store, decoder: decoder, configuration: $0.configuration, logger: logger)
         }
         operationsListing = Self.encodeListing(registry)
+        requestHeaderNames = Set(registry.all.flatMap(\.requestHeaderNames)).sorted()
+    }
+
+    /// What operations may know of `request`: its id and the headers they asked for.
+    func requestContext(_ request: FastCGIRequest) -> RequestContext {
+        var headers: [String: String] = [:]
+        for name in requestHeaderNames {
+            if let value = request.header(name) { headers[name] = value }
+        }
+        return RequestContext(requestID: request.header("X-Request-Id"), headers: headers)
     }
 
     // MARK: Lifecycle

@@ -31,8 +31,11 @@ public struct Batch: Sendable {
 public struct BatchTask: Sendable {
     /// The client's id for the task.
     public let id: String
-    /// The operation's work, bound to its decoded input.
-    let work: PreparedTask
+    /// The operation's work, bound to its decoded input; `nil` when the input has references,
+    /// which are filled in just before the task starts (see ``deferredInput``).
+    let work: PreparedTask?
+    /// The input and operation of a task whose input has references.
+    let deferredInput: DeferredInput?
     /// Whether the operation runs inline (see ``Operation/isInstant``).
     let isInstant: Bool
     /// Indices of the tasks that must succeed before this one starts.
@@ -47,4 +50,39 @@ public enum ErrorPolicy: String, Sendable {
     case `continue`
     /// The first failure cancels everything not yet finished.
     case stop
+}
+
+/// A task input that references other tasks' outputs, prepared only once they are known.
+///
+/// A class: a batch task stays one pointer wider, not four.
+final class DeferredInput: Sendable {
+    let template: InputTemplate
+    let operation: AnyOperation
+    let context: RequestContext
+    /// The largest the input may grow to once filled in.
+    let maximumBytes: Int
+
+    init(template: InputTemplate, operation: AnyOperation, context: RequestContext, maximumBytes: Int) {
+        self.template = template
+        self.operation = operation
+        self.context = context
+        self.maximumBytes = maximumBytes
+    }
+
+    /// The work with every reference filled in from `output`, or why it cannot start:
+    /// `reference_unresolved` (nothing there, or a value the operation does not accept) or
+    /// `input_too_large`.
+    func prepare(output: (Int) -> RawJSON?) -> Result<PreparedTask, TaskError> {
+        template.render(output: output, maximumBytes: maximumBytes).flatMap { input -> Result<PreparedTask, TaskError> in
+            do throws(InputError) {
+                return .success(try operation.prepare(input, context: context))
+            } catch {
+                let field = error.path.map { "input." + $0 } ?? "input"
+                return .failure(
+                    TaskError(
+                        code: "reference_unresolved",
+                        message: "with its references filled in, \(field) \(error.message)"))
+            }
+        }
+    }
 }

@@ -18,7 +18,10 @@ public struct BatchDecoder: Sendable {
         var id: String?
         var isInstant = false
         var work: PreparedTask?
+        var deferredInput: (template: InputTemplate, operation: AnyOperation)?
         var dependencyIds: [String] = []
+        /// The tasks its input references, with where each reference sits in the input.
+        var referencedIds: [(id: String, field: String)] = []
         var timeoutMilliseconds: Int?
 
         var reference: ValidationIssue.TaskReference { id.map { .id($0) } ?? .index(index) }
@@ -26,12 +29,13 @@ public struct BatchDecoder: Sendable {
 
     /// Decodes and validates `body`.
     ///
+    /// - Parameter context: the request that carried the batch, for operations that read it.
     /// - Throws: ``BatchValidationError`` listing every problem found.
-    public func decode(_ body: [UInt8]) throws(BatchValidationError) -> Batch {
+    public func decode(_ body: [UInt8], context: RequestContext = .none) throws(BatchValidationError) -> Batch {
         var scanner = JSONScanner(bytes: body, maximumDepth: limits.maximumDepth)
         var issues: [ValidationIssue] = []
         do {
-            return try decode(&scanner, issues: &issues)
+            return try decode(&scanner, context: context, issues: &issues)
         } catch let error as JSONScanner.SyntaxError {
             let issue = ValidationIssue(
                 task: nil, field: "body", message: "malformed JSON: \(error.message) at byte \(error.offset)")
@@ -43,7 +47,9 @@ public struct BatchDecoder: Sendable {
         }
     }
 
-    private func decode(_ scanner: inout JSONScanner, issues: inout [ValidationIssue]) throws -> Batch {
+    private func decode(
+        _ scanner: inout JSONScanner, context: RequestContext, issues: inout [ValidationIssue]
+    ) throws -> Batch {
         guard try scanner.peekKind() == .object else {
             throw BatchValidationError(
                 issues: [ValidationIssue(task: nil, field: "body", message: "must be a JSON object")],
@@ -66,7 +72,7 @@ public struct BatchDecoder: Sendable {
             }
             switch key {
             case "tasks":
-                drafts = try decodeTasks(&scanner, issues: &issues)
+                drafts = try decodeTasks(&scanner, context: context, issues: &issues)
             case "concurrency":
                 if let value = try readPositiveInteger(&scanner) {
                     concurrency = min(value, limits.maximumConcurrency)
@@ -103,7 +109,8 @@ public struct BatchDecoder: Sendable {
             issues.append(ValidationIssue(task: nil, field: "tasks", message: "is required"))
             throw BatchValidationError(issues: issues, isMalformed: false)
         }
-        let dependencies = resolveDependencies(drafts, issues: &issues)
+        var indexById: [String: Int] = [:]
+        let dependencies = resolveDependencies(drafts, indexById: &indexById, issues: &issues)
         guard issues.isEmpty else { throw BatchValidationError(issues: issues, isMalformed: false) }
 
         var tasks: [BatchTask] = []
@@ -111,10 +118,18 @@ public struct BatchDecoder: Sendable {
         // Loops over drafts go by index: iterating the array by value copies every draft.
         for index in drafts.indices {
             let timeout = min(drafts[index].timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds)
+            var deferredInput: DeferredInput?
+            if var (template, operation) = drafts[index].deferredInput {
+                template.bind { indexById[$0] }
+                deferredInput = DeferredInput(
+                    template: template, operation: operation, context: context,
+                    maximumBytes: limits.maximumInputBytes)
+            }
             tasks.append(
                 BatchTask(
-                    id: drafts[index].id!, work: drafts[index].work!, isInstant: drafts[index].isInstant,
-                    dependencies: dependencies[index], timeout: .milliseconds(timeout)))
+                    id: drafts[index].id!, work: drafts[index].work, deferredInput: deferredInput,
+                    isInstant: drafts[index].isInstant, dependencies: dependencies[index],
+                    timeout: .milliseconds(timeout)))
         }
         return Batch(
             tasks: tasks, concurrency: concurrency, timeout: .milliseconds(timeoutMilliseconds),
@@ -123,7 +138,9 @@ public struct BatchDecoder: Sendable {
 
     // MARK: Tasks
 
-    private func decodeTasks(_ scanner: inout JSONScanner, issues: inout [ValidationIssue]) throws -> [DraftTask]? {
+    private func decodeTasks(
+        _ scanner: inout JSONScanner, context: RequestContext, issues: inout [ValidationIssue]
+    ) throws -> [DraftTask]? {
         guard try scanner.peekKind() == .array else {
             issues.append(ValidationIssue(task: nil, field: "tasks", message: "must be an array of tasks"))
             _ = try scanner.skipValue()
@@ -136,7 +153,9 @@ public struct BatchDecoder: Sendable {
         while try scanner.nextElement(first: count == 0) {
             // Past the limit, keep checking the syntax but stop collecting tasks.
             if count < limits.maximumTasks {
-                drafts.append(try decodeTask(&scanner, index: count, lastOperation: &lastOperation, issues: &issues))
+                drafts.append(
+                    try decodeTask(
+                        &scanner, index: count, context: context, lastOperation: &lastOperation, issues: &issues))
             } else {
                 _ = try scanner.skipValue()
             }
@@ -186,7 +205,8 @@ public struct BatchDecoder: Sendable {
     /// - Parameter lastOperation: the previous task's operation: batches mostly repeat one, and
     ///   comparing its name is cheaper than hashing it for the registry.
     private func decodeTask(
-        _ scanner: inout JSONScanner, index: Int, lastOperation: inout AnyOperation?, issues: inout [ValidationIssue]
+        _ scanner: inout JSONScanner, index: Int, context: RequestContext, lastOperation: inout AnyOperation?,
+        issues: inout [ValidationIssue]
     ) throws -> DraftTask {
         var draft = DraftTask(index: index)
         guard try scanner.peekKind() == .object else {
@@ -273,11 +293,7 @@ public struct BatchDecoder: Sendable {
             if let operation = lastOperation?.name == operationName ? lastOperation : registry[operationName] {
                 lastOperation = operation
                 draft.isInstant = operation.isInstant
-                do {
-                    draft.work = try operation.prepare(input ?? .null)
-                } catch {
-                    fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
-                }
+                prepare(input, of: operation, context: context, into: &draft, fieldIssues: &fieldIssues)
             } else {
                 fieldIssues.append(("op", "unknown operation '\(operationName)'; GET /ops lists them"))
             }
@@ -289,6 +305,64 @@ public struct BatchDecoder: Sendable {
             issues.append(ValidationIssue(task: reference, field: field, message: message))
         }
         return draft
+    }
+
+    /// Decodes a task's input, or, when it references other tasks, checks what can be checked
+    /// before they have run and keeps it for later.
+    private func prepare(
+        _ input: RawJSON?, of operation: AnyOperation, context: RequestContext, into draft: inout DraftTask,
+        fieldIssues: inout [(field: String, message: String)]
+    ) {
+        guard let input else {
+            do {
+                draft.work = try operation.prepare(.null, context: context)
+            } catch {
+                fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
+            }
+            return
+        }
+        let (template, templateIssues) = InputTemplate.parse(input)
+        for issue in templateIssues {
+            fieldIssues.append((issue.path.map { "input." + $0 } ?? "input", issue.message))
+        }
+        guard templateIssues.isEmpty else { return }
+        guard let template, !template.references.isEmpty else {
+            // No references: only literals to unwrap, or nothing at all (nearly every input).
+            let input = template.map { (try? $0.render(output: { _ in nil }).get()) ?? input } ?? input
+            do {
+                draft.work = try operation.prepare(input, context: context)
+            } catch {
+                fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
+            }
+            return
+        }
+        for reference in template.references {
+            let field = reference.path.map { "input." + $0 } ?? "input"
+            let topLevel = reference.path.map { String($0.prefix { $0 != "." && $0 != "[" }) }
+            if !operation.fieldsWithoutReferences.isEmpty,
+                topLevel.map(operation.fieldsWithoutReferences.contains) ?? true
+            {
+                fieldIssues.append((field, "cannot be a reference in a '\(operation.name)' task"))
+                continue
+            }
+            draft.referencedIds.append((reference.taskID, field))
+        }
+        // Everything but the referenced values can be checked now: with `null` in their place,
+        // only problems at or inside a reference's place are left for later.
+        do {
+            _ = try operation.prepare(template.placeholderInput(), context: context)
+        } catch {
+            let waitsForReference = template.references.contains { reference in
+                guard let referencePath = reference.path else { return true }
+                guard let path = error.path else { return false }
+                return path == referencePath || path.hasPrefix(referencePath + ".")
+                    || path.hasPrefix(referencePath + "[")
+            }
+            if !waitsForReference {
+                fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
+            }
+        }
+        draft.deferredInput = (template, operation)
     }
 
     private static let positiveIntegerMessage = "must be a positive integer"
@@ -307,8 +381,9 @@ public struct BatchDecoder: Sendable {
 
     /// Resolves dependency ids to indices and reports duplicate ids, unknown or self
     /// dependencies, and cycles.
-    private func resolveDependencies(_ drafts: [DraftTask], issues: inout [ValidationIssue]) -> [[Int]] {
-        var indexById: [String: Int] = [:]
+    private func resolveDependencies(
+        _ drafts: [DraftTask], indexById: inout [String: Int], issues: inout [ValidationIssue]
+    ) -> [[Int]] {
         indexById.reserveCapacity(drafts.count)
         for index in drafts.indices {
             guard let id = drafts[index].id else { continue }
@@ -323,9 +398,27 @@ public struct BatchDecoder: Sendable {
 
         var dependencies = [[Int]](repeating: [], count: drafts.count)
         var graphIsComplete = true
-        for index in drafts.indices where !drafts[index].dependencyIds.isEmpty {
+        for index in drafts.indices where !drafts[index].dependencyIds.isEmpty || !drafts[index].referencedIds.isEmpty {
             let draft = drafts[index]
             var seen = Set<Int>()
+            // A reference implies a dependency on the task it reads.
+            for (referencedId, field) in draft.referencedIds {
+                guard let target = indexById[referencedId] else {
+                    issues.append(
+                        ValidationIssue(
+                            task: draft.reference, field: field, message: "references unknown task id '\(referencedId)'"))
+                    graphIsComplete = false
+                    continue
+                }
+                if target == draft.index || referencedId == draft.id {
+                    issues.append(
+                        ValidationIssue(
+                            task: draft.reference, field: field, message: "a task cannot reference its own output"))
+                    graphIsComplete = false
+                    continue
+                }
+                if seen.insert(target).inserted { dependencies[draft.index].append(target) }
+            }
             for dependencyId in draft.dependencyIds {
                 guard let target = indexById[dependencyId] else {
                     issues.append(
@@ -388,7 +481,7 @@ public struct BatchDecoder: Sendable {
             issues.append(
                 ValidationIssue(
                     task: drafts[current].reference, field: "depends_on",
-                    message: "dependency cycle: \(description) (each depends on the next)"))
+                    message: "dependency cycle: \(description) (each depends on, or references, the next)"))
         }
     }
 }

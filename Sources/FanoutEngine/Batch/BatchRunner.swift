@@ -185,40 +185,58 @@ struct BatchExecution {
         var inlineRun = 0
         while stopReason == nil, readyHead < ready.count {
             let index = ready[readyHead]
-            if batch.tasks[index].isInstant {
-                readyHead += 1
-                // Asking for cancellation takes a lock: once per 64 inline tasks (microseconds)
-                // is soon enough.
-                if inlineRun & 63 == 0, Task.isCancelled {
-                    stopReason = cancellationCause().error
-                    return
-                }
-                inlineRun += 1
-                let started = previousEnd ?? clock.now
-                if started >= deadline {
-                    stopReason = Self.batchTimeout(batch.timeout)
-                    return
-                }
-                let work = batch.tasks[index].work
-                let outcome: TaskOutcome
-                if let result = work.runInstantly() {
-                    outcome = TaskExecutor.outcome(of: result)
-                } else {
-                    outcome = await TaskExecutor.run(work, timeout: nil)
-                }
-                let ended = clock.now
-                previousEnd = ended
-                record(outcome, for: index, duration: ended - started, cancellationCause: cancellationCause)
+            let isInstant = batch.tasks[index].isInstant
+            if !isInstant {
+                previousEnd = nil
+                guard running.count < batch.concurrency else { return }
+            }
+            readyHead += 1
+            guard let work = work(for: index, cancellationCause: cancellationCause) else { continue }
+            guard isInstant else {
+                start(index, work, in: &group)
                 continue
             }
-            previousEnd = nil
-            guard running.count < batch.concurrency else { return }
-            readyHead += 1
-            start(index, in: &group)
+            // Asking for cancellation takes a lock: once per 64 inline tasks (microseconds)
+            // is soon enough.
+            if inlineRun & 63 == 0, Task.isCancelled {
+                stopReason = cancellationCause().error
+                return
+            }
+            inlineRun += 1
+            let started = previousEnd ?? clock.now
+            if started >= deadline {
+                stopReason = Self.batchTimeout(batch.timeout)
+                return
+            }
+            let outcome: TaskOutcome
+            if let result = work.runInstantly() {
+                outcome = TaskExecutor.outcome(of: result)
+            } else {
+                outcome = await TaskExecutor.run(work, timeout: nil)
+            }
+            let ended = clock.now
+            previousEnd = ended
+            record(outcome, for: index, duration: ended - started, cancellationCause: cancellationCause)
         }
     }
 
-    private mutating func start(_ index: Int, in group: inout DiscardingTaskGroup) {
+    /// The task's work; for an input with references, prepared now from the outputs it reads.
+    /// `nil` when that fails, with the failure recorded.
+    private mutating func work(
+        for index: Int, cancellationCause: @Sendable () -> CancellationCause
+    ) -> PreparedTask? {
+        if let work = batch.tasks[index].work { return work }
+        // Every referenced task is a dependency, so it has succeeded and its output is here.
+        switch batch.tasks[index].deferredInput!.prepare(output: { results[$0].output }) {
+        case .success(let work):
+            return work
+        case .failure(let error):
+            record(.failed(error), for: index, duration: .zero, cancellationCause: cancellationCause)
+            return nil
+        }
+    }
+
+    private mutating func start(_ index: Int, _ work: PreparedTask, in group: inout DiscardingTaskGroup) {
         let clock = clock
         let inbox = inbox
         let started = clock.now
@@ -227,7 +245,7 @@ struct BatchExecution {
         // 60 s, so most tasks run with one timer fewer.
         let task = batch.tasks[index]
         let timeout = task.timeout < deadline - started ? task.timeout : nil
-        let handle = task.work.start { result in
+        let handle = work.start { result in
             let outcome = TaskExecutor.outcome(of: result)
             inbox.post(.finished(index: index, outcome: outcome, duration: clock.now - started))
         }
@@ -239,9 +257,11 @@ struct BatchExecution {
             return
         }
         running[index] = Running(started: started)
-        let work = task.work
+        let taskDeadline = timeout.map { started + $0 } ?? deadline
         group.addTask {
-            let outcome = await TaskExecutor.run(work, timeout: timeout)
+            let outcome = await TaskDeadline.$current.withValue(taskDeadline) {
+                await TaskExecutor.run(work, timeout: timeout)
+            }
             inbox.post(.finished(index: index, outcome: outcome, duration: clock.now - started))
         }
     }

@@ -45,7 +45,7 @@ public enum TaskExecutor {
         do {
             return .succeeded(try result.get())
         } catch let error as OperationError {
-            return .failed(TaskError(code: error.code, message: error.message))
+            return .failed(TaskError(code: error.code, message: error.message, details: error.details))
         } catch let error as InputError {
             let field = error.path.map { "input.\($0) " } ?? ""
             return .failed(TaskError(code: "invalid_input", message: field + error.message))

@@ -12,25 +12,36 @@ public enum TaskStatus: String, Sendable {
 }
 
 /// A task's error object: a stable machine-readable code and a message for humans.
-public struct TaskError: Sendable, Equatable {
+public struct TaskError: Error, Sendable, Equatable {
     /// A stable code: `timeout`, `operation_failed`, `invalid_input`, `dependency_failed`,
     /// `batch_timeout`, `stopped`, `cancelled`, `shutdown`, or an operation's own code.
     public var code: String
     /// What happened, for humans.
     public var message: String
+    /// More members of the error object, after `code` and `message` (the `http` operation's
+    /// `attempts` and `response`): a JSON object, or `nil` for none.
+    public var details: RawJSON?
 
     /// Creates a task error.
-    public init(code: String, message: String) {
+    public init(code: String, message: String, details: RawJSON? = nil) {
         self.code = code
         self.message = message
+        self.details = details
     }
 
-    /// Writes `{"code": …, "message": …}`.
+    /// Writes `{"code": …, "message": …}` and the members of `details`.
     public func write(to writer: inout JSONWriter) {
         writer.raw(#"{"code":"#)
         writer.string(code)
         writer.raw(#","message":"#)
         writer.string(message)
+        if let details, let open = details.bytes.firstIndex(of: UInt8(ascii: "{")),
+            let close = details.bytes.lastIndex(of: UInt8(ascii: "}")),
+            details.bytes[(open + 1)..<close].contains(where: { $0 > 0x20 })
+        {
+            writer.raw(",")
+            writer.trustedJSON(Array(details.bytes[(open + 1)..<close]))
+        }
         writer.raw("}")
     }
 }

@@ -29,6 +29,12 @@ struct JSONScanner {
         self.maximumDepth = maximumDepth
     }
 
+    /// A scanner that starts at `position` (the start of a value) inside `bytes`.
+    init(bytes: [UInt8], startingAt position: Int, maximumDepth: Int) {
+        self.init(bytes: bytes, maximumDepth: maximumDepth)
+        self.position = position
+    }
+
     // MARK: Structure
 
     /// Skips white space and reports which kind of value starts next.

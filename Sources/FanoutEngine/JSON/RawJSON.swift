@@ -89,12 +89,50 @@ extension RawJSON: ExpressibleByStringLiteral {
     }
 }
 
+/// What kind of JSON value a ``RawJSON`` holds.
+public enum JSONKind: Sendable, Equatable {
+    case object, array, string, number, bool, null
+}
+
 extension RawJSON {
+    /// The kind of value.
+    public var kind: JSONKind {
+        var scanner = JSONScanner(bytes: Array(bytes.prefix(1)), maximumDepth: .max)
+        switch try? scanner.peekKind() {
+        case .object: return .object
+        case .array: return .array
+        case .string: return .string
+        case .number: return .number
+        case .bool: return .bool
+        default: return .null
+        }
+    }
+
+    /// The members of a JSON object in the order written, or `nil` when the value is not an
+    /// object. A repeated key appears as often as it is written.
+    public func orderedMembers() -> [(key: String, value: RawJSON)]? {
+        let base = Array(bytes)
+        var scanner = JSONScanner(bytes: base, maximumDepth: .max)
+        guard (try? scanner.peekKind()) == .object else { return nil }
+        var members: [(key: String, value: RawJSON)] = []
+        do {
+            try scanner.beginObject()
+            var first = true
+            while let key = try scanner.nextKey(first: first) {
+                first = false
+                members.append((key, RawJSON(trusted: base[try scanner.skipValue()])))
+            }
+        } catch {
+            return nil  // unreachable: the bytes were validated when the RawJSON was made
+        }
+        return members
+    }
+
     /// The members of a JSON object, or `nil` when the value is not an object.
     ///
     /// For operations whose input is a small flat object: cheaper than `JSONDecoder`, which
     /// dominates the cost of a short task.
-    func objectMembers() -> [String: RawJSON]? {
+    public func objectMembers() -> [String: RawJSON]? {
         let base = Array(bytes)
         var scanner = JSONScanner(bytes: base, maximumDepth: .max)
         guard (try? scanner.peekKind()) == .object else { return nil }
@@ -112,8 +150,25 @@ extension RawJSON {
         return members
     }
 
+    /// The elements of a JSON array, or `nil` when the value is not an array.
+    public func arrayElements() -> [RawJSON]? {
+        let base = Array(bytes)
+        var scanner = JSONScanner(bytes: base, maximumDepth: .max)
+        guard (try? scanner.peekKind()) == .array else { return nil }
+        var elements: [RawJSON] = []
+        do {
+            try scanner.beginArray()
+            while try scanner.nextElement(first: elements.isEmpty) {
+                elements.append(RawJSON(trusted: base[try scanner.skipValue()]))
+            }
+        } catch {
+            return nil  // unreachable, as above
+        }
+        return elements
+    }
+
     /// The value as an integer, when it is a JSON number with no fractional part that fits `Int`.
-    var integerValue: Int? {
+    public var integerValue: Int? {
         var scanner = JSONScanner(bytes: Array(bytes), maximumDepth: 1)
         guard (try? scanner.peekKind()) == .number, let value = try? scanner.readNumber(),
             value.rounded() == value, abs(value) < 1e15
@@ -122,9 +177,29 @@ extension RawJSON {
     }
 
     /// The value as a string, when it is a JSON string.
-    var stringValue: String? {
+    public var stringValue: String? {
         var scanner = JSONScanner(bytes: Array(bytes), maximumDepth: 1)
         guard (try? scanner.peekKind()) == .string else { return nil }
         return try? scanner.readString()
+    }
+
+    /// The value as a boolean, when it is `true` or `false`.
+    public var boolValue: Bool? {
+        switch bytes.first {
+        case UInt8(ascii: "t"): true
+        case UInt8(ascii: "f"): false
+        default: nil
+        }
+    }
+
+    /// Wraps bytes that must be one valid JSON value; `nil` when they are not.
+    public init?(validatingBytes bytes: some Collection<UInt8>, maximumDepth: Int = 512) {
+        guard let value = try? RawJSON(validating: Array(bytes), maximumDepth: maximumDepth) else { return nil }
+        self = value
+    }
+
+    /// Wraps bytes already known to be one valid JSON value, such as text a ``JSONWriter`` wrote.
+    public init(writtenBy writer: JSONWriter) {
+        self.init(trusted: writer.bytes)
     }
 }

@@ -11,8 +11,12 @@ public final class AnyOperation: Sendable {
     public let inputSchema: RawJSON
     /// Whether it runs inline (see ``Operation/isInstant``).
     public let isInstant: Bool
+    /// The request headers it reads (see ``Operation/requestHeaderNames``).
+    public let requestHeaderNames: Set<String>
+    /// Input fields that must not be references (see ``Operation/fieldsWithoutReferences``).
+    public let fieldsWithoutReferences: Set<String>
 
-    private let prepareInput: @Sendable (RawJSON) throws(InputError) -> PreparedTask
+    private let prepareInput: @Sendable (RawJSON, RequestContext) throws(InputError) -> PreparedTask
 
     /// Wraps an operation.
     public init<Wrapped: Operation>(_ operation: Wrapped) {
@@ -20,31 +24,34 @@ public final class AnyOperation: Sendable {
         summary = operation.summary
         inputSchema = operation.inputSchema
         isInstant = operation.isInstant
+        requestHeaderNames = operation.requestHeaderNames
+        fieldsWithoutReferences = operation.fieldsWithoutReferences
         // Each task's bound work holds its own copy of the operation: free for the built-ins,
         // whose structs hold no references. A shared box would be retained and released by
         // every task on every event loop, contending for one cache line.
         if let instant = operation as? any InstantOperation {
             prepareInput = Self.preparer(instant)
         } else {
-            prepareInput = { (json: RawJSON) throws(InputError) -> PreparedTask in
-                PreparedTask(bound: Bound(operation, try operation.decodeInput(json)))
+            prepareInput = { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
+                PreparedTask(bound: Bound(operation, try operation.decodeInput(json, context: context)))
             }
         }
     }
 
     private static func preparer<Wrapped: InstantOperation>(
         _ operation: Wrapped
-    ) -> @Sendable (RawJSON) throws(InputError) -> PreparedTask {
-        { (json: RawJSON) throws(InputError) -> PreparedTask in
-            PreparedTask(bound: InstantBound(operation, try operation.decodeInput(json)))
+    ) -> @Sendable (RawJSON, RequestContext) throws(InputError) -> PreparedTask {
+        { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
+            PreparedTask(bound: InstantBound(operation, try operation.decodeInput(json, context: context)))
         }
     }
 
     /// Decodes and validates `input`, returning the work ready to run.
     ///
+    /// - Parameter context: the request that carried the batch.
     /// - Throws: ``InputError`` when the input is not acceptable.
-    public func prepare(_ input: RawJSON) throws(InputError) -> PreparedTask {
-        try prepareInput(input)
+    public func prepare(_ input: RawJSON, context: RequestContext = .none) throws(InputError) -> PreparedTask {
+        try prepareInput(input, context)
     }
 }
 

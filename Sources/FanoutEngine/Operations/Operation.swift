@@ -40,6 +40,21 @@ public protocol Operation: Sendable {
     /// - Throws: ``InputError`` naming the offending field.
     func decodeInput(_ json: RawJSON) throws(InputError) -> Input
 
+    /// Like ``decodeInput(_:)``, for an operation that needs to know about the request that
+    /// carried the batch (headers it forwards, its request id). The default ignores `context`.
+    ///
+    /// - Throws: ``InputError`` naming the offending field.
+    func decodeInput(_ json: RawJSON, context: RequestContext) throws(InputError) -> Input
+
+    /// The request headers (lower-case names) this operation reads from ``RequestContext``;
+    /// none by default.
+    var requestHeaderNames: Set<String> { get }
+
+    /// Top-level input fields that must not be references (`{"$ref": …}`): they are checked
+    /// before anything runs, and an output of another task must not change them (for `http`:
+    /// which upstream and which path are called). None by default.
+    var fieldsWithoutReferences: Set<String> { get }
+
     /// Does the work. Long-running operations must honour task cancellation (timeouts, batch
     /// deadlines and vanished clients are delivered that way).
     ///
@@ -66,6 +81,14 @@ public protocol Operation: Sendable {
 
 extension Operation {
     public var isInstant: Bool { false }
+
+    public func decodeInput(_ json: RawJSON, context: RequestContext) throws(InputError) -> Input {
+        try decodeInput(json)
+    }
+
+    public var requestHeaderNames: Set<String> { [] }
+
+    public var fieldsWithoutReferences: Set<String> { [] }
 
     public func start(
         _ input: Input, completion: @escaping @Sendable (Result<Output, any Error>) -> Void
