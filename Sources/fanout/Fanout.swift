@@ -1,7 +1,9 @@
 import ArgumentParser
 import CLinux
+import FanoutHTTP
 import FanoutService
 import FastCGI
+import Foundation
 import Logging
 
 #if canImport(Glibc)
@@ -95,6 +97,17 @@ struct Fanout: ParsableCommand {
     @Option(help: "Largest stored results of one job, in bytes. [FANOUT_MAX_JOB_RESULT_BYTES, default 16777216]")
     var maxJobResultBytes: Int?
 
+    @Option(
+        name: .customLong("upstream"),
+        help: "An API that http tasks may call, as NAME=URL; repeatable. [FANOUT_UPSTREAMS: NAME=URL,NAME=URL]")
+    var upstreams: [String] = []
+
+    @Option(
+        help:
+            "JSON file of upstreams with their full policy (methods, path_prefixes, forward_headers, headers, max_connections, timeout_ms, retry, max_response_bytes). [FANOUT_UPSTREAMS_FILE]"
+    )
+    var upstreamsFile: String?
+
     mutating func run() throws {
         // libfcgi first, then block the shutdown signals before any thread exists: every thread
         // inherits the mask, so the signals interrupt no read or write and arrive only here.
@@ -132,6 +145,26 @@ struct Fanout: ParsableCommand {
         } while received == SIGUSR1  // sent by some process managers; nothing to do
         logger.notice("shutting down", metadata: ["signal": "\(received == SIGINT ? "SIGINT" : "SIGTERM")"])
         application.shutdown()
+    }
+
+    /// The upstreams of `--upstream`/`FANOUT_UPSTREAMS` and `--upstreams-file`/`FANOUT_UPSTREAMS_FILE`.
+    private func makeUpstreams() throws -> [Upstream] {
+        do {
+            var list = try UpstreamConfiguration.parseSimple(
+                upstreams.isEmpty ? (try Settings.string(nil, "FANOUT_UPSTREAMS")).map { [$0] } ?? [] : upstreams)
+            if let path = try Settings.string(upstreamsFile, "FANOUT_UPSTREAMS_FILE") {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw ValidationError("cannot read the upstreams file \(path)")
+                }
+                list += try UpstreamConfiguration.parseFile(Array(data)) { name in
+                    getenv(name).map { String(cString: $0) }
+                }
+            }
+            try UpstreamConfiguration.checkUnique(list)
+            return list
+        } catch let error as UpstreamConfigurationError {
+            throw ValidationError(error.description)
+        }
     }
 
     private func makeConfiguration() throws -> FanoutApplication.Configuration {
@@ -201,6 +234,7 @@ struct Fanout: ParsableCommand {
             maxJobResultBytes, "FANOUT_MAX_JOB_RESULT_BYTES", default: jobs.maximumResultBytes,
             range: 1024...(1 << 30))
         configuration.jobs = jobs
+        configuration.upstreams = try makeUpstreams()
         configuration.transport = transport
         configuration.service = service
         return configuration

@@ -102,7 +102,7 @@ request health GET /healthz
 check "GET /healthz is 200 ok" [ "$(status_of health)" = 200 -a "$(jq_of health .status)" = ok ]
 
 request ops GET /ops
-check "GET /ops lists the four built-ins" [ "$(jq_of ops '[.operations[].name] | sort | join(",")')" = "echo,fail,hash,sleep" ]
+check "GET /ops lists the four built-ins and http" [ "$(jq_of ops '[.operations[].name] | sort | join(",")')" = "echo,fail,hash,http,sleep" ]
 
 EXAMPLE='{"tasks":[{"id":"a","op":"echo","input":{"hello":"world"}},{"id":"b","op":"sleep","input":{"ms":50},"timeout_ms":1000},{"id":"c","op":"hash","input":{"algorithm":"sha256","data":"abc"},"depends_on":["a"]}],"concurrency":8,"timeout_ms":30000,"on_error":"continue"}'
 request example POST /batch "$EXAMPLE"
@@ -372,6 +372,9 @@ stop_nginx
 for pid in $PIDS; do kill -TERM "$pid"; done
 for pid in $PIDS; do while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; done
 PIDS=""
+
+# ---------------------------------------------------------------------------------------------
+source "$(dirname "$0")/http-phase.sh"
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 4: responses match openapi.yaml"

@@ -342,7 +342,7 @@ public struct BatchDecoder: Sendable {
             if !operation.fieldsWithoutReferences.isEmpty,
                 topLevel.map(operation.fieldsWithoutReferences.contains) ?? true
             {
-                fieldIssues.append((field, "cannot be a reference in a '\(operation.name)' task"))
+                fieldIssues.append((field, "cannot be a reference for operation '\(operation.name)'"))
                 continue
             }
             draft.referencedIds.append((reference.taskID, field))
