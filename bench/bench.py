@@ -42,6 +42,11 @@ def sleeps(count, ms):
     return batch([{"id": f"s{i}", "op": "sleep", "input": {"ms": ms}} for i in range(count)])
 
 
+def calls(count, upstream):
+    return batch([{"id": f"h{i}", "op": "http", "input": {"upstream": upstream, "path": f"/{upstream}/{i}"}}
+                  for i in range(count)])
+
+
 # name: (description, body, wrk threads, connections, latency focus)
 WORKLOADS = {
     "w1": ("one echo task", echoes(1), 2, 32),
@@ -49,7 +54,13 @@ WORKLOADS = {
     "w3": ("100 sleeps of 50 ms", sleeps(100, 50), 2, 32),
     "w4": ("one batch of 10,000 echo tasks, one request at a time", echoes(10000), 1, 1),
     "w5": ("256 connections, batches of 10 sleeps of 200 ms", sleeps(10, 200), 2, 256),
+    "w6": ("50 GET sub-requests to a local upstream (nginx return 200)", calls(50, "fast"), 2, 32),
+    "w7": ("20 GET sub-requests to an upstream answering after 100 ms", calls(20, "slow"), 2, 32),
 }
+# Workloads that measure work the floor does not do.
+NOT_FOR_FLOOR = ("w3", "w5", "w6", "w7")
+# Set by main(): the upstreams of w6 and w7, shared by Fanout and the peer.
+UPSTREAMS = {}
 
 
 def free_port():
@@ -114,13 +125,22 @@ class Stack:
     def start(self):
         log = open(self.dir / "responder.log", "w")
         if self.kind == "peer":
+            # As many connections per upstream as Fanout's (64 for fast over 2 workers; enough for slow).
             responder = subprocess.Popen(
-                ["node", str(ROOT / "bench" / "peer.js")], env={**os.environ, "PORT": str(self.port)},
+                ["node", str(ROOT / "bench" / "peer.js")],
+                env={**os.environ, "PORT": str(self.port), "MAX_SOCKETS_FAST": "32", "MAX_SOCKETS_SLOW": "1024",
+                     "UPSTREAMS": ",".join(f"{name}={url}" for name, url in UPSTREAMS.items())},
                 stdout=log, stderr=log)
             self.processes.append(responder)
         else:
             socket_path = self.dir / "fcgi.sock"
             env = {**os.environ, "FANOUT_LOG_LEVEL": os.environ.get("FANOUT_LOG_LEVEL", "info")}
+            if UPSTREAMS:
+                upstreams_file = self.dir / "upstreams.json"
+                upstreams_file.write_text(json.dumps({
+                    "fast": {"url": UPSTREAMS["fast"], "max_connections": 64},
+                    "slow": {"url": UPSTREAMS["slow"], "max_connections": 1024}}))
+                env["FANOUT_UPSTREAMS_FILE"] = str(upstreams_file)
             responder = subprocess.Popen(
                 ["spawn-fcgi", "-s", str(socket_path), "-M", "0660", "-n", "--", self.binary],
                 stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -241,8 +261,8 @@ def measure(kind, binary, workdir, repeat_for_memory):
     try:
         figures = {}
         for name, (_, body, threads, connections) in WORKLOADS.items():
-            if kind == "floor" and name in ("w3", "w5"):
-                continue  # the floor does no work: a sleep workload would measure nothing
+            if kind == "floor" and name in NOT_FOR_FLOOR:
+                continue  # the floor does no work: a sleep or sub-request workload would measure nothing
             figures[name] = wrk(stack.port, body, threads, connections, stack.dir)
             print(f"  {kind:6} {name}: {figures[name]['rps']:10.1f} req/s  p50 {figures[name]['p50']:8.2f} ms"
                   f"  p99 {figures[name]['p99']:8.2f} ms", flush=True)
@@ -319,6 +339,13 @@ def targets_check(results):
         ("w5 no errors, no 5xx", f["w5"]["errors"] == 0 and f["w5"]["non2xx"] == 0),
         ("w5 p99 < 300 ms", f["w5"]["p99"] < 300),
     ]
+    checks += [
+        ("issue 8: w6 batches/s ≥ 1.2 × peer", f["w6"]["rps"] >= 1.2 * peer["w6"]["rps"]),
+        ("issue 8: w6 p99 ≤ peer p99", f["w6"]["p99"] <= peer["w6"]["p99"]),
+        ("issue 8: w7 p50 within 10 ms of 100 ms", f["w7"]["p50"] <= 110),
+        ("issue 8: w6 and w7 without errors or non-2xx answers",
+         all(f[w]["errors"] == 0 and f[w]["non2xx"] == 0 for w in ("w6", "w7"))),
+    ]
     flat = [sweep_costs[n]["marginal_us"] for n in sweep_costs if n >= 100]
     if flat:
         checks.append(("marginal cost per task flat within 2× from 100 to the largest batch",
@@ -371,7 +398,12 @@ def report(results, output):
               "Peak over the whole run: " + ", ".join(
         f"{kind} {results[kind]['memory']['peak_kib'] / 1024:.1f} MiB" for kind in ("fanout", "floor", "peer"))
         + f". Fanout's resident size after a full run: {memory['after_first_kib'] / 1024:.1f} MiB; after a second "
-        f"full run: {memory['after_second_kib'] / 1024:.1f} MiB.", "", "## Targets (issue 3)", ""]
+        f"full run: {memory['after_second_kib'] / 1024:.1f} MiB.", "",
+        "w6 and w7 call upstreams on loopback shared by Fanout and the peer: nginx answering `return 200` with a "
+        "small JSON body (w6), and a Node.js server answering after 100 ms (w7). Fanout keeps at most 64 connections "
+        "to the first (its default `max_connections`) and 1024 to the second; the peer's keep-alive agents the same "
+        "(32 and 512+ per worker, 2 workers). Each sub-request's body is parsed as JSON and returned in the result.", "",
+        "## Targets (issues 3 and 8)", ""]
     for label, ok in targets_check(results):
         lines.append(f"- {'met' if ok else '**not met**'}: {label}")
     lines += ["", "![cost per task and requests per second](bench-results.svg)", ""]
@@ -428,10 +460,52 @@ def chart(results):
     return "\n".join(svg)
 
 
+def start_upstreams(workdir):
+    """nginx answering /fast with a fixed JSON body, and the Node.js /slow upstream (100 ms)."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="upstream-", dir=workdir))
+    fast, slow = free_port(), free_port()
+    user = "user root;" if os.getuid() == 0 else ""
+    (directory / "nginx.conf").write_text(f"""
+worker_processes 1; daemon off; pid {directory}/nginx.pid; error_log stderr warn; {user}
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/cb; proxy_temp_path {directory}/p; fastcgi_temp_path {directory}/f;
+    uwsgi_temp_path {directory}/u; scgi_temp_path {directory}/s;
+    keepalive_requests 1000000; keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{fast};
+        location / {{ default_type application/json; return 200 '{{"id":42,"name":"User 42","team_id":2}}'; }}
+    }}
+}}
+""")
+    log = open(directory / "upstream.log", "w")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    processes = [
+        subprocess.Popen([nginx, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", "stderr"],
+                         stdout=log, stderr=log),
+        subprocess.Popen(["node", str(ROOT / "bench" / "upstream.js")], env={**os.environ, "PORT": str(slow)},
+                         stdout=log, stderr=log),
+    ]
+    for port in (fast, slow):
+        for _ in range(200):
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/slow")
+                connection.getresponse().read()
+                connection.close()
+                break
+            except OSError:
+                time.sleep(0.05)
+    UPSTREAMS.update({"fast": f"http://127.0.0.1:{fast}", "slow": f"http://127.0.0.1:{slow}"})
+    return processes
+
+
 def main():
     fanout, floor, output = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
     output.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="fanout-bench-")
+    upstreams = start_upstreams(workdir)
     # Targets alternate round by round, so that drift on this shared machine hits all of them
     # alike; the report takes the median of each figure over the rounds.
     rounds = []
@@ -440,6 +514,9 @@ def main():
         for kind, binary in (("fanout", fanout), ("floor", floor), ("peer", None)):
             print(f"round {round_number + 1}/{ROUNDS}, {kind}:", flush=True)
             rounds[-1][kind] = measure(kind, binary, workdir, repeat_for_memory=round_number == ROUNDS - 1)
+    for process in upstreams:
+        process.send_signal(signal.SIGQUIT if process is upstreams[0] else signal.SIGTERM)
+        process.wait(timeout=10)
     results = median_of(rounds)
     report(results, output)
     shutil.rmtree(workdir, ignore_errors=True)

@@ -91,7 +91,8 @@ public final class JobManager: Sendable {
         let id = JobStore.newJobID()
         let pinned = !context.headers.isEmpty
         // Kept before the job exists, so that this process never runs it without its context.
-        if pinned || context.requestID != nil { state.withLock { $0.contexts[id] = context } }
+        // Only for pinned jobs: any process may run the others, and the context would stay here.
+        if pinned { state.withLock { $0.contexts[id] = context } }
         let submission: JobStore.Submission
         do {
             submission = try await store.submit(
@@ -124,6 +125,7 @@ public final class JobManager: Sendable {
                 BatchResult.allCancelled($0, error: TaskError(code: "cancelled", message: "the job was cancelled"))
             }
         }
+        if case .cancelled = outcome { _ = state.withLock { $0.contexts.removeValue(forKey: id) } }
         guard case .requested(var job) = outcome else { return outcome }
         _ = state.withLock { $0.running[id] }?.cancel()
         let clock = ContinuousClock()

@@ -56,7 +56,7 @@ public final class FanoutService: FastCGIHandler {
         for name in requestHeaderNames {
             if let value = request.header(name) { headers[name] = value }
         }
-        return RequestContext(requestID: request.header("X-Request-Id"), headers: headers)
+        return RequestContext(requestID: request.parameters["HTTP_X_REQUEST_ID"], headers: headers)
     }
 
     // MARK: Lifecycle
