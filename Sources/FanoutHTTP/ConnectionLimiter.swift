@@ -1,16 +1,21 @@
+import NIOCore
 import Synchronization
 
-/// A counting semaphore for tasks: at most `limit` holders at once, the rest wait in order, and a
-/// waiter whose task is cancelled leaves the queue at once.
+/// At most `limit` holders at once; the others wait in order, and a waiter can leave the queue.
 ///
 /// It bounds the calls in flight to one upstream (its `max_connections`): a call beyond it waits
-/// for a free slot within its task's deadline instead of opening another connection.
+/// for a free slot, within its task's deadline, instead of opening another connection. Callbacks,
+/// not tasks: a call waiting for a slot costs a closure in a queue.
 final class ConnectionLimiter: Sendable {
+    /// A place in the queue.
+    struct Ticket: Sendable, Equatable {
+        fileprivate let id: UInt64
+    }
+
     private struct State {
         var available: Int
-        var waiters: [(id: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
-        /// Waiters cancelled before they were queued.
-        var cancelled: Set<UInt64> = []
+        /// A ring buffer: handing a slot to the longest waiter must not shift the whole queue.
+        var waiters = CircularBuffer<(ticket: Ticket, granted: @Sendable () -> Void)>()
         var nextID: UInt64 = 0
     }
 
@@ -20,53 +25,42 @@ final class ConnectionLimiter: Sendable {
         state = Mutex(State(available: limit))
     }
 
-    /// Takes a slot, waiting for one if none is free.
-    ///
-    /// - Throws: `CancellationError` when the calling task is cancelled while waiting.
-    func acquire() async throws {
-        let id = state.withLock { state -> UInt64? in
+    /// Takes a slot for `granted`, at once (calling it before returning `nil`) or once one is
+    /// released (returning the ticket that ``cancel(_:)`` takes).
+    func acquire(_ granted: @escaping @Sendable () -> Void) -> Ticket? {
+        let ticket = state.withLock { state -> Ticket? in
             if state.available > 0 {
                 state.available -= 1
                 return nil
             }
             state.nextID += 1
-            return state.nextID
+            let ticket = Ticket(id: state.nextID)
+            state.waiters.append((ticket, granted))
+            return ticket
         }
-        guard let id else { return }
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let immediate = state.withLock { state -> Result<Void, any Error>? in
-                    if state.cancelled.remove(id) != nil { return .failure(CancellationError()) }
-                    if state.available > 0 {
-                        state.available -= 1
-                        return .success(())
-                    }
-                    state.waiters.append((id, continuation))
-                    return nil
-                }
-                if let immediate { continuation.resume(with: immediate) }
-            }
-        } onCancel: {
-            let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else {
-                    state.cancelled.insert(id)
-                    return nil
-                }
-                return state.waiters.remove(at: index).continuation
-            }
-            waiter?.resume(throwing: CancellationError())
+        if ticket == nil { granted() }
+        return ticket
+    }
+
+    /// Leaves the queue. Returns `false` when the slot was already granted: the caller holds it
+    /// and must release it.
+    func cancel(_ ticket: Ticket) -> Bool {
+        state.withLock { state in
+            guard let index = state.waiters.firstIndex(where: { $0.ticket == ticket }) else { return false }
+            state.waiters.remove(at: index)
+            return true
         }
     }
 
     /// Returns a slot, handing it to the longest waiter if there is one.
     func release() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+        let next = state.withLock { state -> (@Sendable () -> Void)? in
             guard !state.waiters.isEmpty else {
                 state.available += 1
                 return nil
             }
-            return state.waiters.removeFirst().continuation
+            return state.waiters.removeFirst().granted
         }
-        waiter?.resume()
+        next?()
     }
 }

@@ -186,8 +186,10 @@ start_stack on FANOUT_UPSTREAMS_FILE="$RUN_DIR/upstreams.json" HARNESS_API_KEY=h
 BLOCKER=$(async '{"tasks":[{"id":"a","op":"sleep","input":{"ms":3000}}]}')
 PINNED=$(async '{"tasks":[{"id":"who","op":"http","input":{"upstream":"api","path":"/echo/pinned"}}]}' -H 'Authorization: Bearer pinned-s3cret')
 sleep 0.3
-kill -KILL "$FANOUT_PID"
-wait "$FANOUT_PID" 2>/dev/null
+{
+    kill -KILL "$FANOUT_PID"
+    wait "$FANOUT_PID"
+} 2>/dev/null
 FANOUT_PID=""
 start_fanout "$RUN_DIR" "$BINARY" || fail "Fanout restarts"
 wait_for_job "$PINNED" 10 >/dev/null

@@ -245,7 +245,8 @@ struct BatchExecution {
         // 60 s, so most tasks run with one timer fewer.
         let task = batch.tasks[index]
         let timeout = task.timeout < deadline - started ? task.timeout : nil
-        let handle = work.start { result in
+        let taskDeadline = timeout.map { started + $0 } ?? deadline
+        let handle = work.start(deadline: taskDeadline) { result in
             let outcome = TaskExecutor.outcome(of: result)
             inbox.post(.finished(index: index, outcome: outcome, duration: clock.now - started))
         }
@@ -257,7 +258,6 @@ struct BatchExecution {
             return
         }
         running[index] = Running(started: started)
-        let taskDeadline = timeout.map { started + $0 } ?? deadline
         group.addTask {
             let outcome = await TaskDeadline.$current.withValue(taskDeadline) {
                 await TaskExecutor.run(work, timeout: timeout)

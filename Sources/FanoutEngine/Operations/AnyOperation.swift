@@ -69,9 +69,11 @@ public struct PreparedTask: Sendable {
         bound.runInstantly()
     }
 
-    /// Starts the operation without a task, if it can be (see ``Operation/start(_:completion:)``).
-    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? {
-        bound.start(completion: completion)
+    /// Starts the operation without a task, if it can be (see ``Operation/start(_:deadline:completion:)``).
+    func start(
+        deadline: ContinuousClock.Instant, completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> OperationHandle? {
+        bound.start(deadline: deadline, completion: completion)
     }
 }
 
@@ -79,7 +81,9 @@ public struct PreparedTask: Sendable {
 private protocol BoundOperation: AnyObject, Sendable {
     func run() async throws -> RawJSON
     func runInstantly() -> Result<RawJSON, any Error>?
-    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle?
+    func start(
+        deadline: ContinuousClock.Instant, completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> OperationHandle?
 }
 
 private final class Bound<Wrapped: Operation>: BoundOperation {
@@ -97,9 +101,11 @@ private final class Bound<Wrapped: Operation>: BoundOperation {
 
     func runInstantly() -> Result<RawJSON, any Error>? { nil }
 
-    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? {
+    func start(
+        deadline: ContinuousClock.Instant, completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> OperationHandle? {
         let operation = operation
-        return operation.start(input) { result in
+        return operation.start(input, deadline: deadline) { result in
             completion(result.flatMap { output in Result { try operation.encodeOutput(output) } })
         }
     }
@@ -122,5 +128,7 @@ private final class InstantBound<Wrapped: InstantOperation>: BoundOperation {
         Result { try operation.encodeOutput(operation.runInstantly(input)) }
     }
 
-    func start(completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void) -> OperationHandle? { nil }
+    func start(
+        deadline: ContinuousClock.Instant, completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> OperationHandle? { nil }
 }

@@ -75,6 +75,14 @@ public protocol Operation: Sendable {
         _ input: Input, completion: @escaping @Sendable (Result<Output, any Error>) -> Void
     ) -> OperationHandle?
 
+    /// Like ``start(_:completion:)``, for an operation that needs its task's deadline (the
+    /// earlier of its timeout and its batch's deadline), to give up at once on work that could
+    /// not finish in time. The default ignores `deadline`.
+    func start(
+        _ input: Input, deadline: ContinuousClock.Instant,
+        completion: @escaping @Sendable (Result<Output, any Error>) -> Void
+    ) -> OperationHandle?
+
     /// Turns `run`'s result into the task's `output`.
     func encodeOutput(_ output: Output) throws -> RawJSON
 }
@@ -94,6 +102,13 @@ extension Operation {
         _ input: Input, completion: @escaping @Sendable (Result<Output, any Error>) -> Void
     ) -> OperationHandle? {
         nil
+    }
+
+    public func start(
+        _ input: Input, deadline: ContinuousClock.Instant,
+        completion: @escaping @Sendable (Result<Output, any Error>) -> Void
+    ) -> OperationHandle? {
+        start(input, completion: completion)
     }
 }
 
