@@ -124,8 +124,9 @@ final class HTTPCall: Sendable {
             input.endpoint.limiter.release()
             return
         }
-        // The request, its connection and its callbacks on one event loop: this one when the
-        // slot was handed over by a call ending here, so that nothing hops between threads.
+        // The callbacks on this event loop when the slot was handed over by a call ending here,
+        // so that they need no hop between threads. Not the connection too (.delegateAndChannel):
+        // the pool closes such event-loop-bound connections when idle, one per few calls.
         let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? client.group.next()
         let task = client.client.execute(
             request: request, delegate: ResponseCollector(limit: upstream.maximumResponseBytes),

@@ -144,6 +144,11 @@ batch http_stop '{"on_error":"stop","tasks":[{"id":"slow","op":"http","input":{"
 check "on_error stop: the call in flight is cancelled and its connection closed" \
     [ "$(result http_stop '.results[0].error.code')" = '"stopped"' -a "$(upstream_event t4)" = caller_closed ]
 
+request ops_http_ok POST /ops/http '{"upstream":"api","path":"/echo/direct","query":{"q":1}}'
+request ops_http_fail POST /ops/http '{"upstream":"api","path":"/status/404"}'
+check "POST /ops/http makes one call: 200 with its output, 422 upstream_status when it fails" \
+    [ "$(status_of ops_http_ok):$(jq_of ops_http_ok .body.path):$(status_of ops_http_fail):$(jq_of ops_http_fail .code)" = "200:/echo/direct:422:upstream_status" ]
+
 batch http_cap '{"tasks":[
   {"id":"small","op":"http","input":{"upstream":"limited","path":"/big","query":{"bytes":900}}},
   {"id":"big","op":"http","input":{"upstream":"limited","path":"/big","query":{"bytes":200000}}},
