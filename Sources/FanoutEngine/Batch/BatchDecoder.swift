@@ -313,9 +313,10 @@ public struct BatchDecoder: Sendable {
         _ input: RawJSON?, of operation: AnyOperation, context: RequestContext, into draft: inout DraftTask,
         fieldIssues: inout [(field: String, message: String)]
     ) {
-        guard let input else {
+        // Nearly every input: no references to look for.
+        guard let input, InputTemplate.mayHaveReferences(input) else {
             do {
-                draft.work = try operation.prepare(.null, context: context)
+                draft.work = try operation.prepare(input ?? .null, context: context)
             } catch {
                 fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
             }

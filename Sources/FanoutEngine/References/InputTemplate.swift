@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A task's `input` that contains references to earlier outputs (`{"$ref": "task#/pointer"}`) or
 /// escaped literals (`{"$literal": …}`), kept as its bytes plus the places to fill in.
 ///
@@ -44,8 +48,7 @@ public struct InputTemplate: Sendable {
     /// - Returns: `nil` when the input has none (it is used as it is), else the template; either
     ///   way, the problems found in how references and literals are written.
     public static func parse(_ input: RawJSON) -> (template: InputTemplate?, issues: [Issue]) {
-        // Neither "$ref" nor "$literal" can appear without a '$': most inputs are done here.
-        guard input.bytes.contains(UInt8(ascii: "$")) else { return (nil, []) }
+        guard mayHaveReferences(input) else { return (nil, []) }
         var parser = Parser(base: Array(input.bytes))
         do {
             var scanner = JSONScanner(bytes: parser.base, maximumDepth: .max)
@@ -57,6 +60,16 @@ public struct InputTemplate: Sendable {
         return (
             InputTemplate(base: parser.base, splices: parser.splices, references: parser.references), parser.issues
         )
+    }
+
+    /// Whether `input` has a `$` at all: neither `"$ref"` nor `"$literal"` can appear without
+    /// one, so nearly every input is done with one `memchr`.
+    @inline(__always)
+    static func mayHaveReferences(_ input: RawJSON) -> Bool {
+        input.bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return false }
+            return memchr(base, Int32(UInt8(ascii: "$")), buffer.count) != nil
+        }
     }
 
     /// Records which task each reference reads; `index` maps ids to positions in the batch.
