@@ -12,8 +12,9 @@ import Synchronization
 /// and the loop's connection table needs no lock. Blocking libfcgi calls are allowed here: this
 /// is not Swift's cooperative pool.
 final class EventLoop: TaskExecutor, @unchecked Sendable {
-    // @unchecked: `pending` is guarded by its mutex; everything else is touched only on the loop's
-    // own thread (`onEvent` and queued work both run there).
+    // @unchecked: `pending` is guarded by its mutex; `thread` is touched only by `start` and
+    // `stop`, which the server calls one after the other; everything else only on the loop's own
+    // thread (`onEvent` and queued work both run there).
 
     private enum Work: Sendable {
         case job(UnownedJob)
@@ -45,10 +46,21 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     /// Whether the caller is running on this loop's thread.
+    ///
+    /// Asked from any thread, so it reads nothing shared: each loop thread marks itself in
+    /// thread-local storage when it starts (comparing with `thread`, which `stop` writes, was a
+    /// data race).
     var isCurrent: Bool {
-        guard let thread else { return false }
-        return pthread_equal(pthread_self(), thread) != 0
+        pthread_getspecific(Self.currentLoopKey) == Unmanaged.passUnretained(self).toOpaque()
     }
+
+    /// The thread-local slot where a loop thread keeps its loop.
+    private static let currentLoopKey: pthread_key_t = {
+        var key = pthread_key_t()
+        let result = pthread_key_create(&key, nil)
+        precondition(result == 0, "pthread_key_create failed: \(result)")
+        return key
+    }()
 
     func enqueue(_ job: consuming ExecutorJob) {
         submit(.job(UnownedJob(job)))
@@ -80,6 +92,8 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     private func run() {
+        pthread_setspecific(Self.currentLoopKey, Unmanaged.passUnretained(self).toOpaque())
+        defer { pthread_setspecific(Self.currentLoopKey, nil) }
         let events = UnsafeMutableBufferPointer<epoll_event>.allocate(capacity: 64)
         defer { events.deallocate() }
         var batch: [Work] = []

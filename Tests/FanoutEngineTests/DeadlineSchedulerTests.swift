@@ -47,9 +47,23 @@ struct DeadlineSchedulerTests {
 
     @Test("thousands of cancelled sleepers all wake, and later sleepers still work")
     func manyCancellations() async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
         let sleepers = (0..<3000).map { _ in Task { try await DeadlineScheduler.shared.sleep(for: .seconds(60)) } }
         for sleeper in sleepers { sleeper.cancel() }
-        for sleeper in sleepers { _ = try? await sleeper.value }
+        var cancelled = 0
+        for sleeper in sleepers {
+            do {
+                try await sleeper.value
+            } catch is CancellationError {
+                cancelled += 1
+            }
+        }
+        #expect(cancelled == 3000)
+        #expect(clock.now - start < .seconds(10))
+        let later = clock.now
         try await DeadlineScheduler.shared.sleep(for: .milliseconds(10))
+        #expect(clock.now - later >= .milliseconds(10))
+        #expect(clock.now - later < .seconds(5))
     }
 }

@@ -125,11 +125,18 @@ struct StubbornOperation: Operation {
         return input.ms
     }
 
+    /// How many reports all `stubborn` tasks have made, counted after each one is made.
+    static let reports = Mutex(0)
+
     func start(_ input: Input, completion: @escaping @Sendable (Result<Int, any Error>) -> Void) -> OperationHandle? {
         if input.ms == 0 {
             completion(.success(0))
+            Self.reports.withLock { $0 += 1 }
         } else {
-            _ = DeadlineScheduler.shared.schedule(at: .now + .milliseconds(input.ms)) { completion(.success(input.ms)) }
+            _ = DeadlineScheduler.shared.schedule(at: .now + .milliseconds(input.ms)) {
+                completion(.success(input.ms))
+                Self.reports.withLock { $0 += 1 }
+            }
         }
         return OperationHandle {}
     }

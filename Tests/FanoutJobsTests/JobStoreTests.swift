@@ -20,6 +20,13 @@ private let decoder = BatchDecoder(registry: .builtIns(limits: EngineLimits()), 
 
 private func body(_ json: String) -> [UInt8] { Array(json.utf8) }
 
+extension JobStore.Submission {
+    /// The job a submission created, or `nil` for any other outcome (for `#require`).
+    var createdJob: Job? {
+        if case .created(let job) = self { job } else { nil }
+    }
+}
+
 private let twoEchoes = body(#"{"tasks":[{"id":"a","op":"echo","input":1},{"id":"b","op":"echo","input":2}]}"#)
 
 private func text(_ bytes: [UInt8]?) -> String { bytes.map { String(decoding: $0, as: UTF8.self) } ?? "nil" }
@@ -130,10 +137,8 @@ final class JobStoreTests {
 
     @Test("cancelling a queued job ends it at once; a running one is flagged for its owner")
     func cancellation() async throws {
-        guard
-            case .created(let queued) = try await store.submit(
-                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now)
-        else { return }
+        let queued = try #require(try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now).createdJob)
         guard
             case .cancelled(let cancelled) = try await store.cancel(
                 queued.id, now: now, retention: 60,
@@ -146,10 +151,8 @@ final class JobStoreTests {
         #expect(cancelled.progress.cancelled == 2)
         #expect(try await store.claimNext(owner: .current(), now: now) == nil)
 
-        guard
-            case .created(let job) = try await store.submit(
-                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now)
-        else { return }
+        let job = try #require(try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now).createdJob)
         let owner = JobStore.Owner.current()
         _ = try await store.claimNext(owner: owner, now: now)
         guard
@@ -176,10 +179,8 @@ final class JobStoreTests {
     func recovery() async throws {
         var ids: [String] = []
         for _ in 0..<3 {
-            guard
-                case .created(let job) = try await store.submit(
-                    body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now)
-            else { return }
+            let job = try #require(try await store.submit(
+                    body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now).createdJob)
             ids.append(job.id)
         }
         let dead = JobStore.Owner(token: "dead", pid: 999_999)
@@ -204,10 +205,8 @@ final class JobStoreTests {
 
     @Test("finished jobs disappear after their retention time, and the sweep removes them")
     func retention() async throws {
-        guard
-            case .created(let job) = try await store.submit(
-                body: twoEchoes, taskCount: 2, idempotencyKey: "kept", maximumPending: 10, now: now)
-        else { return }
+        let job = try #require(try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: "kept", maximumPending: 10, now: now).createdJob)
         _ = try await store.cancel(job.id, now: now, retention: 10, cancelledResults: { _ in nil })
         #expect(try await store.job(job.id, now: now + 9) != nil)
         #expect(try await store.job(job.id, now: now + 10) == nil)
@@ -242,6 +241,17 @@ final class JobManagerTests {
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
+    private func waitFor(_ manager: JobManager, _ id: String, until done: (Job) -> Bool) async throws -> Job {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while clock.now < deadline {
+            if let job = try await manager.job(id), done(job) { return job }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("job \(id) never reached the awaited state")
+        throw CancellationError()
+    }
+
     private func waitUntilFinished(_ manager: JobManager, _ id: String) async throws -> Job {
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(10)
@@ -258,15 +268,10 @@ final class JobManagerTests {
         manager.start()
         let sleeps = body(
             #"{"tasks":[{"id":"fast","op":"sleep","input":{"ms":10}},{"id":"slow","op":"sleep","input":{"ms":400}}]}"#)
-        guard case .created(let job) = try await manager.submit(body: sleeps, taskCount: 2, idempotencyKey: nil)
-        else {
-            Issue.record("not created")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(200))
-        let midway = try #require(try await manager.job(job.id))
+        let job = try #require(try await manager.submit(body: sleeps, taskCount: 2, idempotencyKey: nil).createdJob)
+        // Progress is written while the job runs: the fast task's end shows before the slow one's.
+        let midway = try await waitFor(manager, job.id) { $0.progress.succeeded == 1 }
         #expect(midway.status == .running)
-        #expect(midway.progress.succeeded == 1)
         let finished = try await waitUntilFinished(manager, job.id)
         #expect(finished.status == .succeeded)
         #expect(text(finished.results).contains(#""id":"slow","status":"succeeded""#))
@@ -279,8 +284,7 @@ final class JobManagerTests {
         manager.start()
         let work = body(
             #"{"tasks":[{"id":"done","op":"echo","input":1},{"id":"long","op":"sleep","input":{"ms":10000}}]}"#)
-        guard case .created(let job) = try await manager.submit(body: work, taskCount: 2, idempotencyKey: nil)
-        else { return }
+        let job = try #require(try await manager.submit(body: work, taskCount: 2, idempotencyKey: nil).createdJob)
         while try await manager.job(job.id)?.status != .running { try await Task.sleep(for: .milliseconds(10)) }
         let clock = ContinuousClock()
         let start = clock.now
@@ -305,11 +309,9 @@ final class JobManagerTests {
         var ids: [String] = []
         for index in 0..<20 {
             let submitter = index.isMultiple(of: 2) ? first : second
-            guard
-                case .created(let job) = try await submitter.submit(
+            let job = try #require(try await submitter.submit(
                     body: body(#"{"tasks":[{"id":"s","op":"sleep","input":{"ms":20}}]}"#), taskCount: 1,
-                    idempotencyKey: nil)
-            else { return }
+                    idempotencyKey: nil).createdJob)
             ids.append(job.id)
         }
         for id in ids {
@@ -353,10 +355,8 @@ final class JobManagerEdgeTests {
         let manager = try manager(maximumResultBytes: 1024)
         manager.start()
         let big = String(repeating: "x", count: 2000)
-        guard
-            case .created(let submitted) = try await manager.submit(
-                body: body(#"{"tasks":[{"id":"a","op":"echo","input":"\#(big)"}]}"#), taskCount: 1, idempotencyKey: nil)
-        else { return }
+        let submitted = try #require(try await manager.submit(
+                body: body(#"{"tasks":[{"id":"a","op":"echo","input":"\#(big)"}]}"#), taskCount: 1, idempotencyKey: nil).createdJob)
         let finished = try await job(manager, submitted.id) { $0.status.isFinished }
         #expect(finished.status == .failed)
         #expect(finished.error?.code == "result_too_large")
@@ -370,8 +370,7 @@ final class JobManagerEdgeTests {
         let manager = try manager()
         manager.start()
         let long = body(#"{"tasks":[{"id":"a","op":"sleep","input":{"ms":10000}}]}"#)
-        guard case .created(let running) = try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil)
-        else { return }
+        let running = try #require(try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil).createdJob)
         _ = try await job(manager, running.id) { $0.status == .running }
         let clock = ContinuousClock()
         let start = clock.now
@@ -382,8 +381,7 @@ final class JobManagerEdgeTests {
         #expect(ended.error?.code == "interrupted")
         #expect(text(ended.results).contains(#""code":"shutdown""#))
         // Submitted after the shutdown: stays queued for the next responder.
-        guard case .created(let queued) = try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil)
-        else { return }
+        let queued = try #require(try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil).createdJob)
         try await Task.sleep(for: .milliseconds(100))
         #expect(try await manager.job(queued.id)?.status == .queued)
     }
