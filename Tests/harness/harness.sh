@@ -135,6 +135,9 @@ check "a non-JSON content type is 415" [ "$(status_of media)" = 415 ]
 
 request method GET /batch
 check "GET /batch is 405 with Allow: POST" [ "$(status_of method)" = 405 -a "$(header_of method Allow)" = POST ]
+request trace TRACE /batch
+check "TRACE, which nginx answers itself, is a 405 problem document with Allow" \
+    [ "$(status_of trace)" = 405 -a -n "$(header_of trace Allow)" -a "$(jq_of trace .type)" = /problems/method-not-allowed ]
 
 request missing GET /nothing-here
 check "an unknown path is 404 problem" [ "$(status_of missing)" = 404 -a "$(jq_of missing .status)" = 404 ]
