@@ -158,7 +158,7 @@ class Stack:
                 "RUN_DIR": str(self.dir), "SOCKET": str(socket_path), "PORT": str(self.port),
                 "KEEP_CONN": "on" if keep else "off", "KEEPALIVE_LINE": "keepalive 32;" if keep else "",
                 "USER_LINE": "user root;" if os.getuid() == 0 else "",
-                "MAX_BODY_BYTES": "8388608", "READ_TIMEOUT": "75s",
+                "MAX_BODY_BYTES": "8388608", "READ_TIMEOUT": "75s", "CLIENT_MAP": "", "CLIENT_PARAMS": "",
             }
             for key, value in values.items():
                 template = template.replace(f"@{key}@", value)

@@ -89,6 +89,8 @@ start_nginx() {
         -e "s|@KEEP_CONN@|$keep_conn|g" -e "s|@KEEPALIVE_LINE@|$keepalive_line|g" \
         -e "s|@USER_LINE@|$user_line|g" -e "s|@MAX_BODY_BYTES@|$max_body|g" \
         -e "s|@READ_TIMEOUT@|${FANOUT_NGINX_READ_TIMEOUT:-75s}|g" \
+        -e "s|@CLIENT_MAP@|${NGINX_CLIENT_KEYS:+map \$http_x_api_key \$fanout_client { default \"\"; include $NGINX_CLIENT_KEYS; \}}|g" \
+        -e "s|@CLIENT_PARAMS@|${NGINX_CLIENT_KEYS:+fastcgi_param FANOUT_CLIENT_ID \$fanout_client; fastcgi_param HTTP_X_API_KEY \"\";}|g" \
         "$FANOUT_ROOT/nginx/fanout-local.conf.template" >"$run_dir/nginx.conf"
     "$(nginx_binary)" -p "$run_dir" -c "$run_dir/nginx.conf" -e stderr 2>>"$run_dir/nginx.log" &
     NGINX_PID=$!

@@ -18,6 +18,9 @@ public final class JobManager: Sendable {
         public var maximumRunning = 4
         /// Jobs queued or running at once, over all processes; past it, submissions get 503.
         public var maximumPending = 10_000
+        /// Jobs queued or running at once for one client, when clients are kept apart; past it,
+        /// that client's submissions get 429.
+        public var maximumPendingPerClient = 1_000
         /// How long a finished job is kept, in seconds.
         public var retentionSeconds: Double = 24 * 3600
         /// The largest stored `results` array of one job, in bytes; past it the job fails with
@@ -85,8 +88,10 @@ public final class JobManager: Sendable {
     ///   credentials `http` tasks forward) are never stored: a job that has any runs only in this
     ///   process, which keeps them in memory; if the process stops first, the job fails with
     ///   `credentials_unavailable`.
+    /// - Parameter client: the client the job belongs to, when clients are kept apart.
     public func submit(
-        body: [UInt8], taskCount: Int, idempotencyKey: String?, context: RequestContext = .none
+        body: [UInt8], taskCount: Int, idempotencyKey: String?, context: RequestContext = .none,
+        client: String? = nil
     ) async throws -> JobStore.Submission {
         let id = JobStore.newJobID()
         let pinned = !context.headers.isEmpty
@@ -98,7 +103,8 @@ public final class JobManager: Sendable {
             submission = try await store.submit(
                 body: body, taskCount: taskCount, idempotencyKey: idempotencyKey,
                 maximumPending: configuration.maximumPending, now: Self.now(), id: id,
-                pinnedTo: pinned ? owner : nil)
+                pinnedTo: pinned ? owner : nil, client: client,
+                maximumPendingForClient: client == nil ? .max : configuration.maximumPendingPerClient)
         } catch {
             _ = state.withLock { $0.contexts.removeValue(forKey: id) }
             throw error
@@ -111,16 +117,20 @@ public final class JobManager: Sendable {
         return submission
     }
 
-    /// The job `id`, unless unknown or expired.
-    public func job(_ id: String) async throws -> Job? {
-        try await store.job(id, now: Self.now())
+    /// The job `id`, unless unknown or expired, or (when `client` is given) another client's.
+    public func job(_ id: String, client: String? = nil) async throws -> Job? {
+        try await store.job(id, now: Self.now(), client: client)
     }
 
     /// Cancels the job `id`: a queued one at once, a running one as soon as its process notices
     /// (at once when it is this process). Waits up to `wait` for a running job to end.
-    public func cancel(_ id: String, wait: Duration = .seconds(2)) async throws -> JobStore.CancelOutcome {
+    public func cancel(
+        _ id: String, client: String? = nil, wait: Duration = .seconds(2)
+    ) async throws -> JobStore.CancelOutcome {
         let decoder = decoder
-        let outcome = try await store.cancel(id, now: Self.now(), retention: configuration.retentionSeconds) { body in
+        let outcome = try await store.cancel(
+            id, now: Self.now(), retention: configuration.retentionSeconds, client: client
+        ) { body in
             (try? decoder.decode(body)).map {
                 BatchResult.allCancelled($0, error: TaskError(code: "cancelled", message: "the job was cancelled"))
             }
@@ -132,7 +142,7 @@ public final class JobManager: Sendable {
         let deadline = clock.now + wait
         while !job.status.isFinished, clock.now < deadline {
             try await DeadlineScheduler.shared.sleep(for: .milliseconds(20))
-            guard let latest = try await self.job(id) else { return .notFound }
+            guard let latest = try await self.job(id, client: client) else { return .notFound }
             job = latest
         }
         return job.status.isFinished ? .cancelled(job) : .requested(job)

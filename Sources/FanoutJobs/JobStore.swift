@@ -21,6 +21,8 @@ public final class JobStore: Sendable {
         case keyReused
         /// As many jobs as allowed are queued or running.
         case full
+        /// As many jobs as one client may have are queued or running for this client.
+        case clientFull
     }
 
     /// Who runs jobs: one responder process.
@@ -125,6 +127,14 @@ public final class JobStore: Sendable {
                     ALTER TABLE jobs ADD COLUMN pinned_pid INTEGER;
                     """)
         }
+        // With clients kept apart, a job belongs to the client that submitted it.
+        migrator.registerMigration("v3-clients") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE jobs ADD COLUMN client TEXT;
+                    CREATE INDEX jobs_by_client ON jobs(client, status) WHERE client IS NOT NULL;
+                    """)
+        }
         return migrator
     }
 
@@ -138,11 +148,18 @@ public final class JobStore: Sendable {
     ///   - id: the new job's id (see ``newJobID()``); a fresh one when omitted.
     ///   - pinnedTo: the only responder that may run the job, for one that needs what only that
     ///     process holds; `nil` lets any run it.
+    ///   - client: the client the job belongs to, when clients are kept apart: its idempotency
+    ///     key is its own, and only it sees the job (see ``job(_:now:client:)``).
+    ///   - maximumPendingForClient: the most jobs queued or running for `client`.
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double,
-        id: String = JobStore.newJobID(), pinnedTo: Owner? = nil
+        id: String = JobStore.newJobID(), pinnedTo: Owner? = nil, client: String? = nil,
+        maximumPendingForClient: Int = .max
     ) async throws -> Submission {
         let hash = Self.hash(body)
+        // One key column for all: a client's keys are stored prefixed with its id (ids have no
+        // newline), so that two clients' equal keys never meet.
+        let idempotencyKey = idempotencyKey.map { key in client.map { "\($0)\n\(key)" } ?? key }
         return try await pool.write { db -> Submission in
             if let idempotencyKey {
                 if let row = try Row.fetchOne(
@@ -157,13 +174,23 @@ public final class JobStore: Sendable {
             let pending =
                 try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')") ?? 0
             guard pending < maximumPending else { return .full }
+            if let client, maximumPendingForClient < .max {
+                let mine =
+                    try Int.fetchOne(
+                        db, sql: "SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'running')",
+                        arguments: [client]) ?? 0
+                guard mine < maximumPendingForClient else { return .clientFull }
+            }
             try db.execute(
                 sql: """
                     INSERT INTO jobs (
-                        id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, pinned_pid)
-                    VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)
+                        id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, pinned_pid,
+                        client)
+                    VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
-                arguments: [id, Data(body), hash, idempotencyKey, taskCount, now, pinnedTo?.token, pinnedTo?.pid])
+                arguments: [
+                    id, Data(body), hash, idempotencyKey, taskCount, now, pinnedTo?.token, pinnedTo?.pid, client,
+                ])
             return .created(
                 Job(
                     id: id, status: .queued, taskCount: taskCount, progress: .init(), createdAt: now,
@@ -171,12 +198,23 @@ public final class JobStore: Sendable {
         }
     }
 
-    /// The job `id`, unless unknown or expired.
-    public func job(_ id: String, now: Double) async throws -> Job? {
+    /// The job `id`, unless unknown or expired, or (when `client` is given) another client's.
+    public func job(_ id: String, now: Double, client: String? = nil) async throws -> Job? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ? AND \(Self.live)", arguments: [id, now])
-                .map(Self.job)
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM jobs WHERE id = ? AND \(Self.live) AND \(Self.ownedBy(client))",
+                arguments: Self.arguments([id, now], client)
+            ).map(Self.job)
         }
+    }
+
+    /// Matches every job (`client` nil: clients are not kept apart) or only `client`'s.
+    private static func ownedBy(_ client: String?) -> String {
+        client == nil ? "1" : "client = ?"
+    }
+
+    private static func arguments(_ values: [(any DatabaseValueConvertible)?], _ client: String?) -> StatementArguments {
+        StatementArguments(values + (client.map { [$0] } ?? []))
     }
 
     /// What a cancellation request found.
@@ -196,12 +234,14 @@ public final class JobStore: Sendable {
     /// - Parameter cancelledResults: every task of a job's batch reported cancelled, for a job that
     ///   never started.
     public func cancel(
-        _ id: String, now: Double, retention: Double, cancelledResults: @Sendable ([UInt8]) -> BatchResult?
+        _ id: String, now: Double, retention: Double, client: String? = nil,
+        cancelledResults: @Sendable ([UInt8]) -> BatchResult?
     ) async throws -> CancelOutcome {
         try await pool.write { db -> CancelOutcome in
             guard
                 let row = try Row.fetchOne(
-                    db, sql: "SELECT * FROM jobs WHERE id = ? AND \(Self.live)", arguments: [id, now])
+                    db, sql: "SELECT * FROM jobs WHERE id = ? AND \(Self.live) AND \(Self.ownedBy(client))",
+                    arguments: Self.arguments([id, now], client))
             else { return .notFound }
             let job = Self.job(row)
             switch job.status {

@@ -6,12 +6,13 @@ extension FanoutService {
     /// or, when the client accepts `application/x-ndjson`, stream each result as it finishes; or,
     /// with `Prefer: respond-async` (which wins over streaming), queue it as a job.
     func runBatch(_ request: FastCGIRequest, taskCount: inout Int) async throws(Problem) -> FastCGIResponse {
+        let client = try client(of: request)
         try checkJSONBody(request)
         // Shed load before spending time on validation.
-        if let problem = acquireBatchSlot() { throw problem }
+        if let problem = acquireBatchSlot(client: client) { throw problem }
         // Released when this returns, or, for a stream, when the stream ends.
         var slotHandedOver = false
-        defer { if !slotHandedOver { releaseBatchSlot() } }
+        defer { if !slotHandedOver { releaseBatchSlot(client: client) } }
 
         let batch: Batch
         do {
@@ -21,11 +22,11 @@ extension FanoutService {
         }
         taskCount = batch.tasks.count
         if let jobs, Self.prefersAsync(request.header("Prefer")) {
-            return try await submitJob(batch, body: request.body, request: request, jobs: jobs)
+            return try await submitJob(batch, body: request.body, request: request, client: client, jobs: jobs)
         }
         if Self.acceptsNDJSON(request.header("Accept")) {
             slotHandedOver = true
-            return streamBatch(batch)
+            return streamBatch(batch, client: client)
         }
         let result = await BatchRunner.run(batch) { [self] in cancellationCause }
         return FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: result.jsonBytes())
@@ -35,7 +36,7 @@ extension FanoutService {
     ///
     /// Validation has already passed, so the stream always starts with 200. A client that goes
     /// away cancels the batch: the transport cancels this task on hang-up or a failed write.
-    private func streamBatch(_ batch: Batch) -> FastCGIResponse {
+    private func streamBatch(_ batch: Batch, client: String?) -> FastCGIResponse {
         FastCGIResponse(
             status: 200,
             headers: [
@@ -44,7 +45,7 @@ extension FanoutService {
                 ("X-Accel-Buffering", "no"),
             ]
         ) { [self] writer in
-            defer { releaseBatchSlot() }
+            defer { releaseBatchSlot(client: client) }
             let result = await BatchRunner.run(batch) { [self] in
                 cancellationCause
             } onResults: { results in

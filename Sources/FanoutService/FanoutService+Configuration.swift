@@ -11,6 +11,12 @@ extension FanoutService {
         public var maximumBatchesInFlight = 1024
         /// The `Retry-After` value, in seconds, of a 503 answer.
         public var retryAfterSeconds = 1
+        /// The FastCGI parameter that carries the client's identity, set by nginx (never from a
+        /// header the client controls). `nil` (the default): one tenant, clients not kept apart.
+        public var clientIdentityParameter: String?
+        /// With clients kept apart: the most batches (and direct operation calls) one client may
+        /// have running at once; past it, 429.
+        public var maximumBatchesInFlightPerClient = 64
 
         /// The default configuration.
         public init() {}

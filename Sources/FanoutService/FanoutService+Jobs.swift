@@ -5,15 +5,16 @@ import FastCGI
 extension FanoutService {
     /// `POST /batch` with `Prefer: respond-async`: queue the validated batch and answer 202 with
     /// the job, or, for a repeated `Idempotency-Key` with the same body, the job made the first time.
-    func submitJob(_ batch: Batch, body: [UInt8], request: FastCGIRequest, jobs: JobManager) async throws(Problem)
-        -> FastCGIResponse
-    {
+    func submitJob(
+        _ batch: Batch, body: [UInt8], request: FastCGIRequest, client: String?, jobs: JobManager
+    ) async throws(Problem) -> FastCGIResponse {
         let key = request.header("Idempotency-Key")
         if let key, !Self.isValidIdempotencyKey(key) { throw .invalidIdempotencyKey() }
         let submission: JobStore.Submission
         do {
             submission = try await jobs.submit(
-                body: body, taskCount: batch.tasks.count, idempotencyKey: key, context: requestContext(request))
+                body: body, taskCount: batch.tasks.count, idempotencyKey: key, context: requestContext(request),
+                client: client)
         } catch {
             logger.error("job store failed", metadata: ["error": "\(error)"])
             throw .jobStoreUnavailable()
@@ -28,6 +29,9 @@ extension FanoutService {
         case .full:
             throw .tooManyJobs(
                 limit: jobs.configuration.maximumPending, retryAfterSeconds: configuration.retryAfterSeconds)
+        case .clientFull:
+            throw .clientTooManyJobs(
+                limit: jobs.configuration.maximumPendingPerClient, retryAfterSeconds: configuration.retryAfterSeconds)
         }
     }
 
@@ -43,13 +47,16 @@ extension FanoutService {
     }
 
     /// `GET` and `DELETE /batch/{id}`.
+    ///
+    /// With clients kept apart, another client's job is not found, exactly as an unknown id.
     func jobResource(_ id: String, _ request: FastCGIRequest) async throws(Problem) -> FastCGIResponse {
         guard let jobs else { throw .asyncUnavailable() }
+        let client = try client(of: request)
         switch request.method {
         case "GET", "HEAD":
             let job: Job?
             do {
-                job = try await jobs.job(id)
+                job = try await jobs.job(id, client: client)
             } catch {
                 logger.error("job store failed", metadata: ["error": "\(error)"])
                 throw .jobStoreUnavailable()
@@ -59,7 +66,7 @@ extension FanoutService {
         case "DELETE":
             let outcome: JobStore.CancelOutcome
             do {
-                outcome = try await jobs.cancel(id)
+                outcome = try await jobs.cancel(id, client: client)
             } catch {
                 logger.error("job store failed", metadata: ["error": "\(error)"])
                 throw .jobStoreUnavailable()

@@ -10,9 +10,10 @@ extension FanoutService {
         guard let operation = registry[name] else {
             throw .notFound("unknown operation '\(name)'; GET /ops lists them")
         }
+        let client = try client(of: request)
         try checkJSONBody(request)
-        if let problem = acquireBatchSlot() { throw problem }
-        defer { releaseBatchSlot() }
+        if let problem = acquireBatchSlot(client: client) { throw problem }
+        defer { releaseBatchSlot(client: client) }
 
         let input: RawJSON
         if request.body.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {

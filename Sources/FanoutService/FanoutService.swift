@@ -9,6 +9,8 @@ import Synchronization
 public final class FanoutService: FastCGIHandler {
     private struct State {
         var batchesInFlight = 0
+        /// Batches in flight per client, when clients are kept apart.
+        var clientBatches: [String: Int] = [:]
         var draining = false
         var shuttingDown = false
     }
@@ -85,20 +87,48 @@ public final class FanoutService: FastCGIHandler {
         state.withLock { $0.shuttingDown } ? .shutdown : .clientGone
     }
 
-    /// Reserves a slot for one batch, or explains why there is none.
-    func acquireBatchSlot() -> Problem? {
+    /// Reserves a slot for one batch of `client` (`nil`: clients are not kept apart), or explains
+    /// why there is none.
+    func acquireBatchSlot(client: String? = nil) -> Problem? {
         state.withLock { state in
             if state.draining { return .shuttingDown(retryAfterSeconds: configuration.retryAfterSeconds) }
             guard state.batchesInFlight < configuration.maximumBatchesInFlight else {
                 return .overloaded(retryAfterSeconds: configuration.retryAfterSeconds)
+            }
+            if let client {
+                let mine = state.clientBatches[client, default: 0]
+                guard mine < configuration.maximumBatchesInFlightPerClient else {
+                    return .clientOverloaded(
+                        limit: configuration.maximumBatchesInFlightPerClient,
+                        retryAfterSeconds: configuration.retryAfterSeconds)
+                }
+                state.clientBatches[client] = mine + 1
             }
             state.batchesInFlight += 1
             return nil
         }
     }
 
-    func releaseBatchSlot() {
-        state.withLock { $0.batchesInFlight -= 1 }
+    func releaseBatchSlot(client: String? = nil) {
+        state.withLock { state in
+            state.batchesInFlight -= 1
+            if let client {
+                let mine = state.clientBatches[client, default: 1] - 1
+                state.clientBatches[client] = mine > 0 ? mine : nil
+            }
+        }
+    }
+
+    /// The client a request comes from, as nginx established it: `nil` when clients are not kept
+    /// apart.
+    ///
+    /// - Throws: 401 when they are and the request carries no identity.
+    func client(of request: FastCGIRequest) throws(Problem) -> String? {
+        guard let parameter = configuration.clientIdentityParameter else { return nil }
+        guard let client = request.parameters[parameter], !client.isEmpty, client.utf8.count <= 256,
+            !client.utf8.contains(UInt8(ascii: "\n"))
+        else { throw .unauthenticated() }
+        return client
     }
 
     // MARK: Routing

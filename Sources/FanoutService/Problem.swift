@@ -92,6 +92,26 @@ extension Problem {
             issues: error.issues)
     }
 
+    static func unauthenticated() -> Problem {
+        Problem(
+            status: 401, type: "unauthenticated", title: "No client identity",
+            detail: "this server tells clients apart by the identity nginx establishes; the request had none")
+    }
+
+    static func clientOverloaded(limit: Int, retryAfterSeconds: Int) -> Problem {
+        Problem(
+            status: 429, type: "too-many-requests", title: "Too many batches for this client",
+            detail: "this client already has \(limit) batches in flight; retry after \(retryAfterSeconds) s",
+            headers: [("Retry-After", "\(retryAfterSeconds)")])
+    }
+
+    static func clientTooManyJobs(limit: Int, retryAfterSeconds: Int) -> Problem {
+        Problem(
+            status: 429, type: "too-many-jobs", title: "Too many jobs for this client",
+            detail: "this client already has \(limit) jobs queued or running; retry after \(retryAfterSeconds) s",
+            headers: [("Retry-After", "\(retryAfterSeconds)")])
+    }
+
     static func overloaded(retryAfterSeconds: Int) -> Problem {
         Problem(
             status: 503, type: "overloaded", title: "Server at capacity",

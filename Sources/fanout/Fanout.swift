@@ -108,6 +108,23 @@ struct Fanout: ParsableCommand {
     )
     var upstreamsFile: String?
 
+    @Option(
+        help:
+            "FastCGI parameter carrying the client's identity, set by nginx; keeps clients' jobs, idempotency keys and limits apart. [FANOUT_CLIENT_IDENTITY_PARAM, default none: one tenant]"
+    )
+    var clientIdentityParam: String?
+
+    @Option(
+        help: "With clients kept apart: batches one client may run at once; past it, 429. [FANOUT_MAX_BATCHES_PER_CLIENT, default 64]"
+    )
+    var maxBatchesPerClient: Int?
+
+    @Option(
+        help:
+            "With clients kept apart: jobs one client may have queued or running; past it, 429. [FANOUT_MAX_PENDING_JOBS_PER_CLIENT, default 1000]"
+    )
+    var maxPendingJobsPerClient: Int?
+
     mutating func run() throws {
         // libfcgi first, then block the shutdown signals before any thread exists: every thread
         // inherits the mask, so the signals interrupt no read or write and arrive only here.
@@ -213,6 +230,10 @@ struct Fanout: ParsableCommand {
         limits.maximumConcurrency = try Settings.integer(
             maxConcurrency, "FANOUT_MAX_CONCURRENCY", default: limits.maximumConcurrency, range: 1...100_000)
         service.limits = limits
+        service.clientIdentityParameter = try Settings.string(clientIdentityParam, "FANOUT_CLIENT_IDENTITY_PARAM")
+        service.maximumBatchesInFlightPerClient = try Settings.integer(
+            maxBatchesPerClient, "FANOUT_MAX_BATCHES_PER_CLIENT", default: service.maximumBatchesInFlightPerClient,
+            range: 1...1_000_000)
 
         let grace = try Settings.integer(
             shutdownGraceSeconds, "FANOUT_SHUTDOWN_GRACE_SECONDS", default: 30, range: 0...3600)
@@ -228,6 +249,9 @@ struct Fanout: ParsableCommand {
                 range: 1...(365 * 86400)))
         jobs.maximumPending = try Settings.integer(
             maxPendingJobs, "FANOUT_MAX_PENDING_JOBS", default: jobs.maximumPending, range: 1...10_000_000)
+        jobs.maximumPendingPerClient = try Settings.integer(
+            maxPendingJobsPerClient, "FANOUT_MAX_PENDING_JOBS_PER_CLIENT", default: jobs.maximumPendingPerClient,
+            range: 1...10_000_000)
         jobs.maximumRunning = try Settings.integer(
             maxRunningJobs, "FANOUT_MAX_RUNNING_JOBS", default: jobs.maximumRunning, range: 1...1024)
         jobs.maximumResultBytes = try Settings.integer(

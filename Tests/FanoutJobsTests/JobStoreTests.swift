@@ -49,6 +49,39 @@ final class JobStoreTests {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    @Test("with clients kept apart, a job and its idempotency key are its client's alone")
+    func clientsKeptApart() async throws {
+        func submit(_ client: String, key: String? = "k") async throws -> JobStore.Submission {
+            try await store.submit(
+                body: twoEchoes, taskCount: 2, idempotencyKey: key, maximumPending: 10, now: now, client: client,
+                maximumPendingForClient: 2)
+        }
+        let job = try #require(try await submit("a").createdJob)
+        #expect(try await store.job(job.id, now: now, client: "a") != nil)
+        #expect(try await store.job(job.id, now: now, client: "b") == nil)
+        let cancelled = try await store.cancel(job.id, now: now, retention: 10, client: "b") { _ in nil }
+        guard case .notFound = cancelled else {
+            Issue.record("client b cancelled client a's job: \(cancelled)")
+            return
+        }
+        #expect(try await store.job(job.id, now: now, client: "a")?.status == .queued)
+        // The same key: b gets its own job, a gets its job back.
+        let other = try #require(try await submit("b").createdJob)
+        #expect(other.id != job.id)
+        guard case .replayed(let replayed) = try await submit("a") else {
+            Issue.record("client a's key did not replay its job")
+            return
+        }
+        #expect(replayed.id == job.id)
+        // Two pending jobs at most per client; others are not affected.
+        _ = try #require(try await submit("a", key: nil).createdJob)
+        guard case .clientFull = try await submit("a", key: nil) else {
+            Issue.record("client a went past its pending-jobs limit")
+            return
+        }
+        _ = try #require(try await submit("c", key: nil).createdJob)
+    }
+
     @Test("a submitted job is queued, claimed exactly once, and stores its results")
     func lifecycle() async throws {
         guard

@@ -70,6 +70,17 @@ wait_for_job() {
     done
     echo "$status"
 }
+wait_for_job_as() { # wait_for_job_as ID [CURL ARGS...]: as wait_for_job, with the client's headers
+    local id=$1 tries=200 status=""
+    shift
+    while [ $tries -gt 0 ]; do
+        status=$(curl -s "$@" "$BASE/batch/$id" | jq -r .status)
+        case $status in queued | running) ;; *) break ;; esac
+        tries=$((tries - 1))
+        sleep 0.05
+    done
+    echo "$status"
+}
 async() { # async BODY [CURL ARGS...]: submits BODY with Prefer: respond-async; prints the job id
     local body=$1
     shift
@@ -378,6 +389,7 @@ PIDS=""
 
 # ---------------------------------------------------------------------------------------------
 source "$(dirname "$0")/http-phase.sh"
+source "$(dirname "$0")/clients-phase.sh"
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 4: responses match openapi.yaml"
