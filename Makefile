@@ -1,5 +1,5 @@
 # The two set-up commands of the README, plus the benchmark.
-.PHONY: run test bench build
+.PHONY: run test bench build sanitize
 
 ## Serve Fanout on http://127.0.0.1:$(PORT) (default 8080) behind nginx, until Ctrl-C.
 run:
@@ -12,6 +12,10 @@ test:
 ## Fanout against the C libfcgi floor and a Node.js peer; writes BENCHMARKS.md (BENCH_SMOKE=1: short run).
 bench:
 	bash bench/run.sh
+
+## The unit tests under ThreadSanitizer and AddressSanitizer (SANITIZERS="thread" for one).
+sanitize:
+	bash scripts/sanitize.sh
 
 build:
 	swift build
