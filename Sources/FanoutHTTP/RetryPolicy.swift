@@ -1,3 +1,5 @@
+import FanoutEngine
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -145,15 +147,5 @@ public struct RetryPolicy: Sendable, Equatable {
         time.tm_min = Int32(clock[1])
         time.tm_sec = Int32(clock[2])
         return Double(timegm(&time))
-    }
-}
-
-extension StringProtocol {
-    func trimmingSpaces() -> String {
-        let isSpace = { (character: Character) in character == " " || character == "\t" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
-            return ""
-        }
-        return String(self[first...last])
     }
 }

@@ -348,11 +348,8 @@ public final class JobStore: Sendable {
             let orphans = try Row.fetchAll(
                 db,
                 sql: "SELECT id, body, pinned_owner, pinned_pid FROM jobs WHERE status = 'queued' AND pinned_owner IS NOT NULL")
-            for row in orphans where !isAlive(row["pinned_pid"] ?? 0, row["pinned_owner"] ?? "") {
-                let error = TaskError(
-                    code: "credentials_unavailable",
-                    message: "the job forwards request headers to an upstream; they were kept only in the memory of "
-                        + "the responder that accepted the job, which stopped before running it: submit it again")
+            // Each ended job: failed, its tasks cancelled with the same error.
+            func end(_ row: Row, _ error: TaskError) throws {
                 let outcome =
                     interruptedResults(Array(row["body"] as Data), error).map(Outcome.init) ?? Outcome(counts: .init())
                 let id: String = row["id"]
@@ -360,18 +357,21 @@ public final class JobStore: Sendable {
                     db, id: id, status: .failed, outcome: outcome, error: error, now: now, retention: retention)
                 ended.append(id)
             }
+            for row in orphans where !isAlive(row["pinned_pid"] ?? 0, row["pinned_owner"] ?? "") {
+                try end(
+                    row,
+                    TaskError(
+                        code: "credentials_unavailable",
+                        message: "the job forwards request headers to an upstream; they were kept only in the memory "
+                            + "of the responder that accepted the job, which stopped before running it: submit it again"))
+            }
             for row in rows {
                 let pid: Int32 = row["owner_pid"] ?? 0
                 let heartbeat: Double = row["heartbeat_at"] ?? 0
                 guard heartbeat < staleBefore || !isAlive(pid, row["owner"] ?? "") else { continue }
-                let error = TaskError(
-                    code: "interrupted", message: "the responder running this job stopped before it finished")
-                let outcome =
-                    interruptedResults(Array(row["body"] as Data), error).map(Outcome.init) ?? Outcome(counts: .init())
-                let id: String = row["id"]
-                try Self.finish(
-                    db, id: id, status: .failed, outcome: outcome, error: error, now: now, retention: retention)
-                ended.append(id)
+                try end(
+                    row,
+                    TaskError(code: "interrupted", message: "the responder running this job stopped before it finished"))
             }
             return ended
         }

@@ -265,14 +265,6 @@ public final class FanoutService: FastCGIHandler {
 }
 
 extension StringProtocol {
-    func trimmingSpaces() -> String {
-        let isSpace = { (character: Character) in character == " " || character == "\t" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
-            return ""
-        }
-        return String(self[first...last])
-    }
-
     fileprivate func replacingQuotes() -> String {
         String(filter { $0 != "\"" })
     }

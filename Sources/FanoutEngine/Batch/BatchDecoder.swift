@@ -119,7 +119,8 @@ public struct BatchDecoder: Sendable {
         for index in drafts.indices {
             let timeout = min(drafts[index].timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds)
             var deferredInput: DeferredInput?
-            if var (template, operation) = drafts[index].deferredInput {
+            if let (unbound, operation) = drafts[index].deferredInput {
+                var template = unbound
                 template.bind { indexById[$0] }
                 deferredInput = DeferredInput(
                     template: template, operation: operation, context: context,
