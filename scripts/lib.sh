@@ -41,7 +41,9 @@ make_run_dir() {
     (cd "$dir" && pwd)
 }
 
-# start_fanout RUN_DIR BINARY [ARGS...]: spawn-fcgi creates the socket and execs Fanout in the
+# start_fanout RUN_DIR BINARY [ARGS...]: spawn-fcgi creates the socket (its backlog at the kernel's
+# usual somaxconn, 4096, so that a burst of connections waits to be accepted and answered 503
+# rather than being refused: nginx turns a refused connect into a 502) and execs Fanout in the
 # foreground (-n), so FANOUT_PID is Fanout's own PID. FANOUT_ENV (an array of NAME=VALUE) adds
 # environment variables. Its stderr goes to RUN_DIR/fanout.log
 # (and to the terminal when FANOUT_LOG_TO_TERMINAL=1).
@@ -50,10 +52,10 @@ start_fanout() {
     shift 2
     rm -f "$run_dir/fanout.sock"
     if [ "${FANOUT_LOG_TO_TERMINAL:-0}" = 1 ]; then
-        env ${FANOUT_ENV[@]+"${FANOUT_ENV[@]}"} spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" \
+        env ${FANOUT_ENV[@]+"${FANOUT_ENV[@]}"} spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -b 4096 -n -- "$binary" "$@" \
             2> >(tee -a "$run_dir/fanout.log" >&2) >/dev/null &
     else
-        env ${FANOUT_ENV[@]+"${FANOUT_ENV[@]}"} spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -n -- "$binary" "$@" \
+        env ${FANOUT_ENV[@]+"${FANOUT_ENV[@]}"} spawn-fcgi -s "$run_dir/fanout.sock" -M 0660 -b 4096 -n -- "$binary" "$@" \
             2>>"$run_dir/fanout.log" >/dev/null &
     fi
     FANOUT_PID=$!

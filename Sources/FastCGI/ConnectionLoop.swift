@@ -101,8 +101,9 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func acceptConnections() {
-        // A few per wake-up, so that other loops get their share of a burst.
-        for _ in 0..<4 {
+        // Up to 64 per wake-up: a burst must leave the backlog fast (a full backlog makes nginx
+        // answer 502), yet other loops still get their share.
+        for _ in 0..<64 {
             guard shared.accepting.load(ordering: .acquiring) else {
                 disarmListener()
                 return

@@ -167,9 +167,11 @@ final class FastCGIConnection: @unchecked Sendable {
     @discardableResult
     private func finish(keepAlive: Bool) -> Bool {
         // Tell libfcgi to keep the descriptor whatever nginx asked, so that closing is ours to do:
-        // libfcgi's own close lingers up to two seconds in select(), which also breaks on
-        // descriptors above FD_SETSIZE. It still closes by itself if the stream failed.
+        // libfcgi's own close lingers up to two seconds in select(), which also writes past its
+        // fd_set for descriptors from FD_SETSIZE (1024) on. When the stream failed it still closes
+        // by itself; marked detached, it then closes without that shutdown-and-select linger.
         request.pointee.keepConnection = 1
+        request.pointee.detached = 1
         FCGX_Finish_r(request)
         let fd = request.pointee.ipcFd
         guard fd >= 0 else { return false }

@@ -20,8 +20,13 @@ extension FastCGIServer {
         /// handlers' tasks. One per core is right unless handlers do long CPU-bound work.
         public var ioThreads = 2
         /// The most connections open at once; past it, new connections wait in the listen backlog.
-        /// Kept under 1024 because libfcgi uses `select()` on some paths.
-        public var maximumConnections = 512
+        ///
+        /// Above the service's batches in flight (1024 by default), so that a connection past
+        /// that limit is accepted and answered 503 at once instead of waiting in the backlog (where
+        /// nginx's connect fails with EAGAIN once it is full: a 502). libfcgi's only `select()` on
+        /// a connection, in its lingering close, is never reached (see `FastCGIConnection`), so
+        /// descriptors above 1023 are safe; the process's descriptor limit is the bound.
+        public var maximumConnections = 4096
         /// Bodies larger than this are discarded and reported as too large.
         public var maximumBodyBytes = 8 * 1024 * 1024
         /// The listen backlog for sockets the server creates.

@@ -34,9 +34,9 @@ public final class FastCGIServer: Sendable {
     ///
     /// - Throws: ``FastCGIServerError`` when there is no usable listening socket.
     public init(configuration: Configuration, handler: some FastCGIHandler, logger: Logger) throws {
-        guard configuration.ioThreads >= 1, (1...1000).contains(configuration.maximumConnections) else {
+        guard configuration.ioThreads >= 1, (1...1_000_000).contains(configuration.maximumConnections) else {
             throw FastCGIServerError.invalidConfiguration(
-                "ioThreads must be at least 1 and maximumConnections between 1 and 1000")
+                "ioThreads must be at least 1 and maximumConnections between 1 and 1000000")
         }
         let listener = try ListeningSocket(
             fallback: configuration.listener, allowNonLoopback: configuration.allowNonLoopback,

@@ -37,7 +37,10 @@ struct Fanout: ParsableCommand {
     @Option(help: "Event loops that read, run and answer requests; one per core. [FANOUT_IO_THREADS, default 2]")
     var ioThreads: Int?
 
-    @Option(help: "Most FastCGI connections open at once (at most 1000). [FANOUT_MAX_CONNECTIONS, default 512]")
+    @Option(
+        help:
+            "Most FastCGI connections open at once; above --max-batches-in-flight, so that excess batches get 503 at once. [FANOUT_MAX_CONNECTIONS, default 4096]"
+    )
     var maxConnections: Int?
 
     @Option(
@@ -207,7 +210,22 @@ struct Fanout: ParsableCommand {
         transport.ioThreads = try Settings.integer(
             ioThreads, "FANOUT_IO_THREADS", default: transport.ioThreads, range: 1...256)
         transport.maximumConnections = try Settings.integer(
-            maxConnections, "FANOUT_MAX_CONNECTIONS", default: transport.maximumConnections, range: 1...1000)
+            maxConnections, "FANOUT_MAX_CONNECTIONS", default: transport.maximumConnections, range: 1...1_000_000)
+        // Each connection is a descriptor: take the whole hard limit (systemd and shells often set
+        // a soft limit of 1024), and keep room for listeners, upstream calls and the job store.
+        var limit = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            if limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max
+                _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+            }
+            let usable = Int(min(limit.rlim_cur, rlim_t(Int.max))) - 256
+            if transport.maximumConnections > usable {
+                throw ValidationError(
+                    "--max-connections \(transport.maximumConnections) needs more descriptors than the limit of "
+                        + "\(limit.rlim_cur) allows (raise LimitNOFILE / ulimit -n, or lower it to \(max(usable, 1)))")
+            }
+        }
 
         service.maximumBodyBytes = try Settings.integer(
             maxBodyBytes, "FANOUT_MAX_BODY_BYTES", default: service.maximumBodyBytes, range: 1...(1 << 30))
