@@ -11,8 +11,11 @@ ensure_packages
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 for sanitizer in ${SANITIZERS:-thread address}; do
-    scratch=".build-${sanitizer/thread/tsan}"
-    scratch="${scratch/address/asan}"
+    case $sanitizer in
+        thread) scratch=.build-tsan ;;
+        address) scratch=.build-asan ;;
+        *) log "unknown sanitizer '$sanitizer' (thread or address)"; exit 64 ;;
+    esac
     log "building the tests with --sanitize=$sanitizer"
     swift build --build-tests --sanitize="$sanitizer" --scratch-path "$scratch"
     log "unit tests under --sanitize=$sanitizer"

@@ -98,19 +98,6 @@ final class HTTPCall: Sendable {
     /// Sends one attempt; called holding a connection slot.
     private func send() {
         let upstream = input.endpoint.upstream
-        let request: HTTPClient.Request
-        do {
-            request = try HTTPClient.Request(
-                url: input.url, method: HTTPMethod(rawValue: input.method), headers: HTTPHeaders(input.headers),
-                body: input.body.map { .bytes($0) })
-        } catch {
-            // Unreachable: the URL was built from a validated base URL and an encoded path.
-            input.endpoint.limiter.release()
-            finish(.failure(OperationError(code: "operation_failed", message: "the request could not be built")))
-            return
-        }
-        let (seconds, attoseconds) = upstream.timeout.components
-        let attemptDeadline = NIODeadline.now() + .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         let proceed = state.withLock { state -> Bool in
             switch state.phase {
             case .idle, .waitingForSlot:
@@ -124,6 +111,19 @@ final class HTTPCall: Sendable {
             input.endpoint.limiter.release()
             return
         }
+        let request: HTTPClient.Request
+        do {
+            request = try HTTPClient.Request(
+                url: input.url, method: HTTPMethod(rawValue: input.method), headers: HTTPHeaders(input.headers),
+                body: input.body.map { .bytes($0) })
+        } catch {
+            // Unreachable: the URL was built from a validated base URL and an encoded path.
+            input.endpoint.limiter.release()
+            finish(.failure(OperationError(code: "operation_failed", message: "the request could not be built")))
+            return
+        }
+        let (seconds, attoseconds) = upstream.timeout.components
+        let attemptDeadline = NIODeadline.now() + .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         // The callbacks on this event loop when the slot was handed over by a call ending here,
         // so that they need no hop between threads. Not the connection too (.delegateAndChannel):
         // the pool closes such event-loop-bound connections when idle, one per few calls.

@@ -2,7 +2,7 @@ import FanoutEngine
 
 /// An API the operator lets batches call: a name clients use, a base URL they never see, and the
 /// policy for calls to it.
-public struct Upstream: Sendable, Equatable {
+public struct Upstream: Sendable {
     /// The name tasks give in `upstream`.
     public var name: String
     /// Where calls go: `path` is appended to it and must stay under it.
@@ -28,14 +28,6 @@ public struct Upstream: Sendable, Equatable {
     public init(name: String, baseURL: BaseURL) {
         self.name = name
         self.baseURL = baseURL
-    }
-
-    public static func == (lhs: Upstream, rhs: Upstream) -> Bool {
-        lhs.name == rhs.name && lhs.baseURL == rhs.baseURL && lhs.methods == rhs.methods
-            && lhs.pathPrefixes == rhs.pathPrefixes && lhs.forwardHeaders == rhs.forwardHeaders
-            && lhs.headers.elementsEqual(rhs.headers, by: { $0 == $1 })
-            && lhs.maximumConnections == rhs.maximumConnections && lhs.timeout == rhs.timeout
-            && lhs.maximumAttempts == rhs.maximumAttempts && lhs.maximumResponseBytes == rhs.maximumResponseBytes
     }
 
     /// The methods Fanout sends.

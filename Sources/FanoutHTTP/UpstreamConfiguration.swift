@@ -9,7 +9,7 @@ public enum UpstreamConfiguration {
     public static func parseSimple(_ pairs: [String]) throws(UpstreamConfigurationError) -> [Upstream] {
         var upstreams: [Upstream] = []
         for pair in pairs.flatMap({ $0.split(separator: ",", omittingEmptySubsequences: true) }) {
-            let pair = pair.trimmingCharacters(in: " \t")
+            let pair = pair.trimmingSpaces()
             guard let equals = pair.firstIndex(of: "=") else {
                 throw UpstreamConfigurationError(upstream: nil, "'\(pair)' is not NAME=URL")
             }
@@ -176,15 +176,5 @@ public enum UpstreamConfiguration {
             throw .init("\"\(key)\" must be an integer from \(range.lowerBound) to \(range.upperBound)")
         }
         return number
-    }
-}
-
-extension StringProtocol {
-    fileprivate func trimmingCharacters(in characters: String) -> String {
-        let isTrimmed = { (character: Character) in characters.contains(character) }
-        guard let first = firstIndex(where: { !isTrimmed($0) }), let last = lastIndex(where: { !isTrimmed($0) }) else {
-            return ""
-        }
-        return String(self[first...last])
     }
 }

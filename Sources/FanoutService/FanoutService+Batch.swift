@@ -14,15 +14,17 @@ extension FanoutService {
         var slotHandedOver = false
         defer { if !slotHandedOver { releaseBatchSlot(client: client) } }
 
+        let context = requestContext(request)
         let batch: Batch
         do {
-            batch = try decoder.decode(request.body, context: requestContext(request))
+            batch = try decoder.decode(request.body, context: context)
         } catch {
             throw .invalidRequest(error)
         }
         taskCount = batch.tasks.count
         if let jobs, Self.prefersAsync(request.header("Prefer")) {
-            return try await submitJob(batch, body: request.body, request: request, client: client, jobs: jobs)
+            return try await submitJob(
+                batch, body: request.body, request: request, context: context, client: client, jobs: jobs)
         }
         if Self.acceptsNDJSON(request.header("Accept")) {
             slotHandedOver = true

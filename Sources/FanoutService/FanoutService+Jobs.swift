@@ -6,14 +6,15 @@ extension FanoutService {
     /// `POST /batch` with `Prefer: respond-async`: queue the validated batch and answer 202 with
     /// the job, or, for a repeated `Idempotency-Key` with the same body, the job made the first time.
     func submitJob(
-        _ batch: Batch, body: [UInt8], request: FastCGIRequest, client: String?, jobs: JobManager
+        _ batch: Batch, body: [UInt8], request: FastCGIRequest, context: RequestContext, client: String?,
+        jobs: JobManager
     ) async throws(Problem) -> FastCGIResponse {
         let key = request.header("Idempotency-Key")
         if let key, !Self.isValidIdempotencyKey(key) { throw .invalidIdempotencyKey() }
         let submission: JobStore.Submission
         do {
             submission = try await jobs.submit(
-                body: body, taskCount: batch.tasks.count, idempotencyKey: key, context: requestContext(request),
+                body: body, taskCount: batch.tasks.count, idempotencyKey: key, context: context,
                 client: client)
         } catch {
             logger.error("job store failed", metadata: ["error": "\(error)"])

@@ -30,8 +30,7 @@ extension FanoutService {
         do {
             work = try operation.prepare(input, context: requestContext(request))
         } catch {
-            let field = error.path.map { "input." + $0 } ?? "input"
-            let issue = ValidationIssue(task: nil, field: field, message: error.message)
+            let issue = ValidationIssue(task: nil, field: InputError.field(error.path), message: error.message)
             throw .invalidRequest(BatchValidationError(issues: [issue], isMalformed: false))
         }
 

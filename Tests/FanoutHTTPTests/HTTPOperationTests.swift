@@ -87,7 +87,7 @@ struct HTTPOperationTests {
         #expect(!schema.contains("127.0.0.1"))
     }
 
-    @Test("forwarded headers are read only for upstreams that list them")
+    @Test("the service is asked only for the request headers some upstream forwards")
     func forwardsOnlyWhereConfigured() {
         let operation = HTTPOperation(client: Self.client)
         #expect(operation.requestHeaderNames == ["authorization"])

@@ -45,8 +45,7 @@ struct RetryPolicyTests {
 
     @Test("full jitter: a random wait up to 100 ms × 2^(attempt−1), at most 2 s")
     func backoffBounds() {
-        var policy = RetryPolicy(maximumAttempts: 10)
-        policy.maximumAttempts = 10
+        let policy = RetryPolicy(maximumAttempts: 10)
         let bounds = (1...7).map { attempt in
             policy.decide(after: .connectFailed, attempt: attempt, method: "GET", hasIdempotencyKey: false, timeLeft: nil, random: Self.largest)
         }

@@ -20,6 +20,18 @@ private let decoder = BatchDecoder(registry: .builtIns(limits: EngineLimits()), 
 
 private func body(_ json: String) -> [UInt8] { Array(json.utf8) }
 
+/// The job `id` once `done` says it has reached the awaited state; fails the test after 10 s.
+private func awaitJob(_ manager: JobManager, _ id: String, until done: (Job) -> Bool) async throws -> Job {
+    let clock = ContinuousClock()
+    let deadline = clock.now + .seconds(10)
+    while clock.now < deadline {
+        if let job = try await manager.job(id), done(job) { return job }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    Issue.record("job \(id) never reached the awaited state")
+    throw CancellationError()
+}
+
 extension JobStore.Submission {
     /// The job a submission created, or `nil` for any other outcome (for `#require`).
     var createdJob: Job? {
@@ -274,26 +286,7 @@ final class JobManagerTests {
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
-    private func waitFor(_ manager: JobManager, _ id: String, until done: (Job) -> Bool) async throws -> Job {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
-        while clock.now < deadline {
-            if let job = try await manager.job(id), done(job) { return job }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        Issue.record("job \(id) never reached the awaited state")
-        throw CancellationError()
-    }
 
-    private func waitUntilFinished(_ manager: JobManager, _ id: String) async throws -> Job {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
-        while clock.now < deadline {
-            if let job = try await manager.job(id), job.status.isFinished { return job }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw CancellationError()
-    }
 
     @Test("a job runs in the background and reports progress, then results")
     func runsJobs() async throws {
@@ -303,9 +296,9 @@ final class JobManagerTests {
             #"{"tasks":[{"id":"fast","op":"sleep","input":{"ms":10}},{"id":"slow","op":"sleep","input":{"ms":400}}]}"#)
         let job = try #require(try await manager.submit(body: sleeps, taskCount: 2, idempotencyKey: nil).createdJob)
         // Progress is written while the job runs: the fast task's end shows before the slow one's.
-        let midway = try await waitFor(manager, job.id) { $0.progress.succeeded == 1 }
+        let midway = try await awaitJob(manager, job.id) { $0.progress.succeeded == 1 }
         #expect(midway.status == .running)
-        let finished = try await waitUntilFinished(manager, job.id)
+        let finished = try await awaitJob(manager, job.id) { $0.status.isFinished }
         #expect(finished.status == .succeeded)
         #expect(text(finished.results).contains(#""id":"slow","status":"succeeded""#))
         await manager.shutdown(grace: .seconds(1))
@@ -348,7 +341,7 @@ final class JobManagerTests {
             ids.append(job.id)
         }
         for id in ids {
-            #expect(try await waitUntilFinished(first, id).status == .succeeded)
+            #expect(try await awaitJob(first, id) { $0.status.isFinished }.status == .succeeded)
             #expect(try await first.store.claims(id) == 1)
         }
         await first.shutdown(grace: .seconds(1))
@@ -373,15 +366,6 @@ final class JobManagerEdgeTests {
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
-    private func job(_ manager: JobManager, _ id: String, until done: (Job) -> Bool) async throws -> Job {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
-        while clock.now < deadline {
-            if let job = try await manager.job(id), done(job) { return job }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw CancellationError()
-    }
 
     @Test("results over the size limit are not stored: the job fails with result_too_large, counts kept")
     func resultTooLarge() async throws {
@@ -390,7 +374,7 @@ final class JobManagerEdgeTests {
         let big = String(repeating: "x", count: 2000)
         let submitted = try #require(try await manager.submit(
                 body: body(#"{"tasks":[{"id":"a","op":"echo","input":"\#(big)"}]}"#), taskCount: 1, idempotencyKey: nil).createdJob)
-        let finished = try await job(manager, submitted.id) { $0.status.isFinished }
+        let finished = try await awaitJob(manager, submitted.id) { $0.status.isFinished }
         #expect(finished.status == .failed)
         #expect(finished.error?.code == "result_too_large")
         #expect(finished.results == nil)
@@ -404,7 +388,7 @@ final class JobManagerEdgeTests {
         manager.start()
         let long = body(#"{"tasks":[{"id":"a","op":"sleep","input":{"ms":10000}}]}"#)
         let running = try #require(try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil).createdJob)
-        _ = try await job(manager, running.id) { $0.status == .running }
+        _ = try await awaitJob(manager, running.id) { $0.status == .running }
         let clock = ContinuousClock()
         let start = clock.now
         await manager.shutdown(grace: .milliseconds(100))

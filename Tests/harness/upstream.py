@@ -39,15 +39,18 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def send_json(self, status, value, headers=()):
-        body = json.dumps(value).encode()
+    def send_body(self, status, content_type, body, headers=()):
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if content_type:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, text in headers:
             self.send_header(name, text)
         self.end_headers()
         self.wfile.write(body)
+
+    def send_json(self, status, value, headers=()):
+        self.send_body(status, "application/json", json.dumps(value).encode(), headers)
 
     def caller_closed(self):
         readable, _, _ = select.select([self.connection], [], [], 0)
@@ -131,24 +134,11 @@ class Handler(BaseHTTPRequestHandler):
             received = self.headers.get("Authorization") or ""
             self.send_json(200, {"authorization_sha256": hashlib.sha256(received.encode()).hexdigest()})
         elif url.path == "/redirect":
-            self.send_response(302)
-            self.send_header("Location", "/echo/redirected")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.send_body(302, None, b"", [("Location", "/echo/redirected")])
         elif url.path == "/text":
-            body = "plain text, not JSON".encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(200, "text/plain; charset=utf-8", "plain text, not JSON".encode())
         elif url.path == "/binary":
-            body = bytes([0xFF, 0xFE, 0x00, 0x01])
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(200, "application/octet-stream", bytes([0xFF, 0xFE, 0x00, 0x01]))
         elif url.path == "/drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

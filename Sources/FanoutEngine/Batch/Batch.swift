@@ -77,11 +77,10 @@ final class DeferredInput: Sendable {
             do throws(InputError) {
                 return .success(try operation.prepare(input, context: context))
             } catch {
-                let field = error.path.map { "input." + $0 } ?? "input"
                 return .failure(
                     TaskError(
                         code: "reference_unresolved",
-                        message: "with its references filled in, \(field) \(error.message)"))
+                        message: "with its references filled in, \(InputError.field(error.path)) \(error.message)"))
             }
         }
     }

@@ -314,32 +314,30 @@ public struct BatchDecoder: Sendable {
         _ input: RawJSON?, of operation: AnyOperation, context: RequestContext, into draft: inout DraftTask,
         fieldIssues: inout [(field: String, message: String)]
     ) {
+        func prepareNow(_ input: RawJSON) {
+            do {
+                draft.work = try operation.prepare(input, context: context)
+            } catch {
+                fieldIssues.append((InputError.field(error.path), error.message))
+            }
+        }
         // Nearly every input: no references to look for.
         guard let input, InputTemplate.mayHaveReferences(input) else {
-            do {
-                draft.work = try operation.prepare(input ?? .null, context: context)
-            } catch {
-                fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
-            }
+            prepareNow(input ?? .null)
             return
         }
         let (template, templateIssues) = InputTemplate.parse(input)
         for issue in templateIssues {
-            fieldIssues.append((issue.path.map { "input." + $0 } ?? "input", issue.message))
+            fieldIssues.append((InputError.field(issue.path), issue.message))
         }
         guard templateIssues.isEmpty else { return }
         guard let template, !template.references.isEmpty else {
-            // No references: only literals to unwrap, or nothing at all (nearly every input).
-            let input = template.map { (try? $0.render(output: { _ in nil }).get()) ?? input } ?? input
-            do {
-                draft.work = try operation.prepare(input, context: context)
-            } catch {
-                fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
-            }
+            // No references: only literals to unwrap, or a '$' in some string.
+            prepareNow(template.flatMap { try? $0.render(output: { _ in nil }).get() } ?? input)
             return
         }
         for reference in template.references {
-            let field = reference.path.map { "input." + $0 } ?? "input"
+            let field = InputError.field(reference.path)
             let topLevel = reference.path.map { String($0.prefix { $0 != "." && $0 != "[" }) }
             if !operation.fieldsWithoutReferences.isEmpty,
                 topLevel.map(operation.fieldsWithoutReferences.contains) ?? true
@@ -361,7 +359,7 @@ public struct BatchDecoder: Sendable {
                     || path.hasPrefix(referencePath + "[")
             }
             if !waitsForReference {
-                fieldIssues.append((error.path.map { "input." + $0 } ?? "input", error.message))
+                fieldIssues.append((InputError.field(error.path), error.message))
             }
         }
         draft.deferredInput = (template, operation)

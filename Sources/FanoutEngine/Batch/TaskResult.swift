@@ -18,21 +18,23 @@ public struct TaskError: Error, Sendable, Equatable {
     public var code: String
     /// What happened, for humans.
     public var message: String
-    /// More members of the error object, after `code` and `message` (the `http` operation's
-    /// `attempts` and `response`): a JSON object, or `nil` for none.
-    public var details: RawJSON? {
-        get { detailBytes.map { RawJSON(trusted: $0) } }
-        set { detailBytes = newValue.map { Array($0.bytes) } }
-    }
-    /// Kept as one array reference rather than a `RawJSON` (a slice, four words): every task
-    /// result carries an optional error, and a larger result made every task's copy dearer.
-    private var detailBytes: [UInt8]?
+    /// The members of `details` without their braces, found once here rather than at every write.
+    private var detailMembers: [UInt8]?
 
     /// Creates a task error.
+    ///
+    /// - Parameter details: more members of the error object, after `code` and `message` (the
+    ///   `http` operation's `attempts` and `response`): a JSON object, or `nil` for none.
     public init(code: String, message: String, details: RawJSON? = nil) {
         self.code = code
         self.message = message
-        self.detailBytes = details.map { Array($0.bytes) }
+        // Kept as one array reference rather than a `RawJSON` (a slice, four words): every task
+        // result carries an optional error, and a larger result made every task's copy dearer.
+        if let bytes = details?.bytes, let open = bytes.firstIndex(of: UInt8(ascii: "{")),
+            let close = bytes.lastIndex(of: UInt8(ascii: "}")), bytes[(open + 1)..<close].contains(where: { $0 > 0x20 })
+        {
+            detailMembers = Array(bytes[(open + 1)..<close])
+        }
     }
 
     /// Writes `{"code": …, "message": …}` and the members of `details`.
@@ -41,12 +43,9 @@ public struct TaskError: Error, Sendable, Equatable {
         writer.string(code)
         writer.raw(#","message":"#)
         writer.string(message)
-        if let details = detailBytes, let open = details.firstIndex(of: UInt8(ascii: "{")),
-            let close = details.lastIndex(of: UInt8(ascii: "}")),
-            details[(open + 1)..<close].contains(where: { $0 > 0x20 })
-        {
+        if let detailMembers {
             writer.raw(",")
-            writer.trustedJSON(Array(details[(open + 1)..<close]))
+            writer.trustedJSON(detailMembers)
         }
         writer.raw("}")
     }

@@ -111,21 +111,8 @@ extension RawJSON {
     /// The members of a JSON object in the order written, or `nil` when the value is not an
     /// object. A repeated key appears as often as it is written.
     public func orderedMembers() -> [(key: String, value: RawJSON)]? {
-        let base = Array(bytes)
-        var scanner = JSONScanner(bytes: base, maximumDepth: .max)
-        guard (try? scanner.peekKind()) == .object else { return nil }
         var members: [(key: String, value: RawJSON)] = []
-        do {
-            try scanner.beginObject()
-            var first = true
-            while let key = try scanner.nextKey(first: first) {
-                first = false
-                members.append((key, RawJSON(trusted: base[try scanner.skipValue()])))
-            }
-        } catch {
-            return nil  // unreachable: the bytes were validated when the RawJSON was made
-        }
-        return members
+        return forEachMember { members.append(($0, $1)) } ? members : nil
     }
 
     /// The members of a JSON object, or `nil` when the value is not an object.
@@ -133,21 +120,26 @@ extension RawJSON {
     /// For operations whose input is a small flat object: cheaper than `JSONDecoder`, which
     /// dominates the cost of a short task.
     public func objectMembers() -> [String: RawJSON]? {
+        var members: [String: RawJSON] = [:]
+        return forEachMember { members[$0] = $1 } ? members : nil
+    }
+
+    /// Calls `body` with each member of a JSON object, in order; `false` when the value is not one.
+    private func forEachMember(_ body: (String, RawJSON) -> Void) -> Bool {
         let base = Array(bytes)
         var scanner = JSONScanner(bytes: base, maximumDepth: .max)
-        guard (try? scanner.peekKind()) == .object else { return nil }
-        var members: [String: RawJSON] = [:]
+        guard (try? scanner.peekKind()) == .object else { return false }
         do {
             try scanner.beginObject()
             var first = true
             while let key = try scanner.nextKey(first: first) {
                 first = false
-                members[key] = RawJSON(trusted: base[try scanner.skipValue()])
+                body(key, RawJSON(trusted: base[try scanner.skipValue()]))
             }
         } catch {
-            return nil  // unreachable: the bytes were validated when the RawJSON was made
+            return false  // unreachable: the bytes were validated when the RawJSON was made
         }
-        return members
+        return true
     }
 
     /// The elements of a JSON array, or `nil` when the value is not an array.
@@ -162,7 +154,7 @@ extension RawJSON {
                 elements.append(RawJSON(trusted: base[try scanner.skipValue()]))
             }
         } catch {
-            return nil  // unreachable, as above
+            return nil  // unreachable: the bytes were validated when the RawJSON was made
         }
         return elements
     }
@@ -181,15 +173,6 @@ extension RawJSON {
         var scanner = JSONScanner(bytes: Array(bytes), maximumDepth: 1)
         guard (try? scanner.peekKind()) == .string else { return nil }
         return try? scanner.readString()
-    }
-
-    /// The value as a boolean, when it is `true` or `false`.
-    public var boolValue: Bool? {
-        switch bytes.first {
-        case UInt8(ascii: "t"): true
-        case UInt8(ascii: "f"): false
-        default: nil
-        }
     }
 
     /// Wraps bytes that must be one valid JSON value; `nil` when they are not.

@@ -18,6 +18,12 @@ public struct InputError: Error, Sendable, Equatable {
         self.message = message
     }
 
+    /// The field a problem at `path` (inside a task's input) is reported under: `input.ms`, or
+    /// `input` for the input as a whole.
+    public static func field(_ path: String?) -> String {
+        path.map { "input." + $0 } ?? "input"
+    }
+
     /// Describes a `DecodingError` in JSON terms: Swift type names never reach a client.
     init(decodingError error: any Error) {
         guard let error = error as? DecodingError else {

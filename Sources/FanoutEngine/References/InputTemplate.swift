@@ -127,7 +127,7 @@ public struct InputTemplate: Sendable {
 
     /// `{"$ref": "a#/x"} at input.params.id`, for messages.
     static func describe(_ reference: Reference) -> String {
-        "{\"$ref\": \"\(reference.text)\"} at " + (reference.path.map { "input." + $0 } ?? "input")
+        "{\"$ref\": \"\(reference.text)\"} at " + InputError.field(reference.path)
     }
 
     private static func tooLarge(_ maximumBytes: Int) -> TaskError {
