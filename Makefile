@@ -1,5 +1,5 @@
 # The two set-up commands of the README, plus the benchmark.
-.PHONY: run test bench build sanitize
+.PHONY: run test bench build sanitize fuzz
 
 ## Serve Fanout on http://127.0.0.1:$(PORT) (default 8080) behind nginx, until Ctrl-C.
 run:
@@ -16,6 +16,10 @@ bench:
 ## The unit tests under ThreadSanitizer and AddressSanitizer (SANITIZERS="thread" for one).
 sanitize:
 	bash scripts/sanitize.sh
+
+## libFuzzer targets under AddressSanitizer, 10 million executions each (FUZZ_SECONDS=N: N s each).
+fuzz:
+	bash scripts/fuzz.sh
 
 build:
 	swift build

@@ -88,6 +88,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libFuzzer targets (`make fuzz`): each is an ordinary, do-nothing program in a normal build,
+        // and a fuzzer when built with `-sanitize=fuzzer` (scripts/fuzz.sh).
+        .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
+        .executableTarget(name: "fuzz-json", dependencies: ["FanoutEngine", "FuzzSupport"], path: "Tests/Fuzz/json"),
+        .executableTarget(
+            name: "fuzz-batch", dependencies: ["FanoutEngine", "FanoutHTTP", "FuzzSupport"], path: "Tests/Fuzz/batch"),
+        .executableTarget(
+            name: "fuzz-references", dependencies: ["FanoutEngine", "FuzzSupport"], path: "Tests/Fuzz/references"),
+        .executableTarget(
+            name: "fuzz-http-rules", dependencies: ["FanoutHTTP", "FuzzSupport"], path: "Tests/Fuzz/http-rules"),
         .testTarget(name: "FastCGITests", dependencies: ["FastCGI", "CFastCGI"]),
         .testTarget(name: "FanoutEngineTests", dependencies: ["FanoutEngine"]),
         .testTarget(

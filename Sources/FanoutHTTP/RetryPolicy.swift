@@ -136,8 +136,9 @@ public struct RetryPolicy: Sendable, Equatable {
                 return nil
             }
         }
-        guard let day, let month, let year, let clock, (1...31).contains(day), clock[0] < 24, clock[1] < 60,
-            clock[2] < 61
+        // A four-digit year at most: a larger one would overflow `tm_year` (found by fuzz-http-rules).
+        guard let day, let month, let year, let clock, (1...31).contains(day), (0...9999).contains(year),
+            clock[0] < 24, clock[1] < 60, clock[2] < 61
         else { return nil }
         var time = tm()
         time.tm_year = Int32(year - 1900)

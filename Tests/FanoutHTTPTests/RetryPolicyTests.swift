@@ -91,6 +91,9 @@ struct RetryPolicyTests {
             ("soon", 0, nil),
             ("-5", 0, nil),
             ("Sun, 32 Nov 1994 08:49:37 GMT", 0, nil),
+            // Found by fuzz-http-rules: years that overflowed the date arithmetic and trapped.
+            ("Sun, 06 Nov 9999999999 08:49:37 GMT", 0, nil),
+            ("Sun, 06 Nov 999999999 08:49:37 GMT", 0, nil),
         ] as [(String, Double, Duration?)])
     func parsesRetryAfter(value: String, now: Double, expected: Duration?) {
         #expect(RetryPolicy.retryAfter(value, now: now) == expected)
