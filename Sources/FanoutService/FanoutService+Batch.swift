@@ -8,6 +8,11 @@ extension FanoutService {
     func runBatch(_ request: FastCGIRequest, taskCount: inout Int) async throws(Problem) -> FastCGIResponse {
         let client = try client(of: request)
         try checkJSONBody(request)
+        // Checked whether or not the batch is queued: a key that could never work is a client's
+        // mistake to report, not to ignore.
+        if let key = request.header("Idempotency-Key"), !Self.isValidIdempotencyKey(key) {
+            throw .invalidIdempotencyKey()
+        }
         // Shed load before spending time on validation.
         if let problem = acquireBatchSlot(client: client) { throw problem }
         // Released when this returns, or, for a stream, when the stream ends.

@@ -9,8 +9,7 @@ extension FanoutService {
         _ batch: Batch, body: [UInt8], request: FastCGIRequest, context: RequestContext, client: String?,
         jobs: JobManager
     ) async throws(Problem) -> FastCGIResponse {
-        let key = request.header("Idempotency-Key")
-        if let key, !Self.isValidIdempotencyKey(key) { throw .invalidIdempotencyKey() }
+        let key = request.header("Idempotency-Key")  // checked by runBatch
         let submission: JobStore.Submission
         do {
             submission = try await jobs.submit(

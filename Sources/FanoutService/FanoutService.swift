@@ -223,6 +223,9 @@ public final class FanoutService: FastCGIHandler {
     /// Checks what every JSON-bodied request needs: a body within the limit, sent as JSON.
     func checkJSONBody(_ request: FastCGIRequest) throws(Problem) {
         if request.bodyTooLarge { throw .bodyTooLarge(limit: configuration.maximumBodyBytes) }
+        // No body needs no media type: POST /ops/{name} takes it as `null` (and POST /batch as
+        // malformed).
+        if request.body.isEmpty && request.contentType == nil { return }
         guard Self.isJSON(request.contentType) else { throw .unsupportedMediaType(request.contentType) }
     }
 

@@ -106,6 +106,12 @@ struct BatchValidationTests {
         #expect(batch.concurrency == 4)
         #expect(batch.timeout == .milliseconds(2000))
         #expect(batch.tasks[0].timeout == .milliseconds(1000))
+        // Found by Schemathesis: integers too large for a Double to hold exactly are still integers.
+        let huge = try decode(
+            #"{"tasks": [{"id": "a", "op": "echo", "timeout_ms": 1e300}], "concurrency": 659896842135640832}"#,
+            limits: limits)
+        #expect(huge.concurrency == 4)
+        #expect(huge.tasks[0].timeout == .milliseconds(1000))
     }
 
     @Test("field names written with escapes are the same fields")

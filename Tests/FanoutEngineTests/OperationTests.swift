@@ -24,6 +24,17 @@ struct OperationTests {
         #expect(result["h"]?.output?.description == #"{"digest":"\#(digest)"}"#)
     }
 
+    @Test(
+        "null is not a missing optional field: hash's encoding and fail's message must be strings",
+        arguments: [
+            #"{"id": "t", "op": "hash", "input": {"algorithm": "sha256", "data": "", "encoding": null}}"#,
+            #"{"id": "t", "op": "fail", "input": {"code": "x", "message": null}}"#,
+        ])
+    func nullOptionalFields(task: String) {
+        let decoder = BatchDecoder(registry: .builtIns(limits: EngineLimits()), limits: EngineLimits())
+        #expect(throws: BatchValidationError.self) { try decoder.decode(Array(#"{"tasks": [\#(task)]}"#.utf8)) }
+    }
+
     @Test("sleep reports how long it slept")
     func sleeps() async throws {
         let result = try await run(#"{"tasks": [{"id": "s", "op": "sleep", "input": {"ms": 20}}]}"#)

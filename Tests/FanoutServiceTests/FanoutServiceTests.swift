@@ -90,6 +90,15 @@ struct FanoutServiceTests {
         #expect(response.status == status)
     }
 
+    @Test("no body needs no media type: an operation takes it as null, a batch as malformed")
+    func emptyBodyWithoutMediaType() async {
+        let echo = await makeService().handle(request("POST", "/ops/echo", body: "", contentType: nil))
+        #expect(echo.status == 200)
+        #expect(echo.text == "null")
+        let batch = await makeService().handle(request("POST", "/batch", body: "", contentType: nil))
+        #expect(batch.status == 400)
+    }
+
     @Test("a body over the limit is 413")
     func bodyTooLarge() async {
         let response = await makeService().handle(request("POST", "/batch", bodyTooLarge: true))

@@ -60,6 +60,8 @@ final class JobRoutesTests {
         arguments: [
             ("POST", "/batch", ["Prefer": "respond-async", "Idempotency-Key": ""], 400),
             ("POST", "/batch", ["Prefer": "respond-async", "Idempotency-Key": "has space"], 400),
+            // Checked without Prefer too: a key that could never work is reported.
+            ("POST", "/batch", ["Idempotency-Key": String(repeating: "k", count: 256)], 400),
             ("GET", "/batch/0123456789abcdef0123456789abcdef", [:], 404),
             ("GET", "/batch/not-an-id", [:], 404),
             ("DELETE", "/batch/0123456789abcdef0123456789abcdef", [:], 404),

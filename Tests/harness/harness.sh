@@ -391,6 +391,7 @@ PIDS=""
 source "$(dirname "$0")/http-phase.sh"
 source "$(dirname "$0")/clients-phase.sh"
 source "$(dirname "$0")/overload-phase.sh"
+source "$(dirname "$0")/schemathesis-phase.sh"
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 4: responses match openapi.yaml"

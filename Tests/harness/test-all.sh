@@ -10,6 +10,12 @@ ensure_packages jq
 if ! python3 -c "import yaml, jsonschema" 2>/dev/null; then
     python3 -m pip install --quiet pyyaml jsonschema 2>/dev/null || ensure_packages python3-yaml python3-jsonschema
 fi
+# Schemathesis, pinned, in a virtual environment of its own (Debian's python3 refuses pip installs).
+export SCHEMATHESIS_VENV="$FANOUT_ROOT/.run/venv-schemathesis"
+if ! "$SCHEMATHESIS_VENV/bin/st" --version 2>/dev/null | grep -q 4.32.5; then
+    python3 -m venv "$SCHEMATHESIS_VENV" 2>/dev/null || { ensure_packages python3-venv && python3 -m venv "$SCHEMATHESIS_VENV"; }
+    "$SCHEMATHESIS_VENV/bin/pip" install --quiet schemathesis==4.32.5
+fi
 log "building"
 swift build --build-tests
 log "unit tests"

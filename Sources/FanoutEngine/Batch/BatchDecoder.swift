@@ -367,14 +367,16 @@ public struct BatchDecoder: Sendable {
 
     private static let positiveIntegerMessage = "must be a positive integer"
 
-    /// Consumes the next value; returns it when it is a positive integer, `nil` otherwise.
+    /// Consumes the next value; returns it when it is a positive integer, `nil` otherwise. Past
+    /// 10^15 it returns 10^15: every use caps it far lower, and any integer is schema-valid.
     private func readPositiveInteger(_ scanner: inout JSONScanner) throws -> Int? {
         guard try scanner.peekKind() == .number else {
             _ = try scanner.skipValue()
             return nil
         }
         let value = try scanner.readNumber()
-        return value >= 1 && value <= 1e15 && value.rounded() == value ? Int(value) : nil
+        guard value >= 1, value.rounded() == value else { return nil }
+        return value > 1e15 ? 1_000_000_000_000_000 : Int(value)
     }
 
     // MARK: Graph

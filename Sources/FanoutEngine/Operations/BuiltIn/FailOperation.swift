@@ -19,7 +19,12 @@ public struct FailOperation: InstantOperation {
 
     public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
         let input = try json.decodeInput(Input.self)
-        guard (1...64).contains(input.code.count) else {
+        // `Decodable` reads `"message": null` as absent; the contract says a string.
+        if input.message == nil, json.objectMembers()?["message"] != nil {
+            throw InputError(path: "message", "must be a string")
+        }
+        // Unicode scalars, as JSON Schema's maxLength counts (not grapheme clusters).
+        guard (1...64).contains(input.code.unicodeScalars.count) else {
             throw InputError(path: "code", "must be 1 to 64 characters")
         }
         return input

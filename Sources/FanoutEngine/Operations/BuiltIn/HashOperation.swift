@@ -46,6 +46,10 @@ public struct HashOperation: InstantOperation {
         guard let algorithm = Algorithm(rawValue: wire.algorithm) else {
             throw InputError(path: "algorithm", "must be one of sha256, sha384, sha512")
         }
+        // `Decodable` reads `"encoding": null` as absent; the contract allows only the two names.
+        if wire.encoding == nil, json.objectMembers()?["encoding"] != nil {
+            throw InputError(path: "encoding", "must be utf8 or base64")
+        }
         switch wire.encoding ?? "utf8" {
         case "utf8":
             return Input(algorithm: algorithm, data: Array(wire.data.utf8))
