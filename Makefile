@@ -1,5 +1,5 @@
 # The two set-up commands of the README, plus the benchmark.
-.PHONY: run test bench build sanitize fuzz
+.PHONY: run test bench build sanitize fuzz soak
 
 ## Serve Fanout on http://127.0.0.1:$(PORT) (default 8080) behind nginx, until Ctrl-C.
 run:
@@ -20,6 +20,10 @@ sanitize:
 ## libFuzzer targets under AddressSanitizer, 10 million executions each (FUZZ_SECONDS=N: N s each).
 fuzz:
 	bash scripts/fuzz.sh
+
+## Mixed load through nginx for 10 minutes (SOAK_SECONDS=N for N s); fails on growth, 5xx or a lost job.
+soak:
+	bash scripts/soak.sh
 
 build:
 	swift build

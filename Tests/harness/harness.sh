@@ -392,6 +392,7 @@ source "$(dirname "$0")/http-phase.sh"
 source "$(dirname "$0")/clients-phase.sh"
 source "$(dirname "$0")/overload-phase.sh"
 source "$(dirname "$0")/schemathesis-phase.sh"
+source "$(dirname "$0")/hostile-phase.sh"
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 4: responses match openapi.yaml"
