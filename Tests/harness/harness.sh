@@ -374,7 +374,9 @@ PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
 start_nginx "$RUN_DIR" "$PORT" on
 SHARED=()
-for i in $(seq 1 20); do SHARED+=("$(async '{"tasks":[{"id":"a","op":"sleep","input":{"ms":150}}]}')"); done
+# 20 jobs of 600 ms: 3 s of work for one process's 4 slots, well past the other's polling
+# interval even when the first accepted every submission (jobs of 150 ms could all be done first).
+for i in $(seq 1 20); do SHARED+=("$(async '{"tasks":[{"id":"a","op":"sleep","input":{"ms":600}}]}')"); done
 DONE=0
 for id in "${SHARED[@]}"; do [ "$(wait_for_job "$id" 20)" = succeeded ] && DONE=$((DONE + 1)); done
 check "two processes (PIDs $PIDS): all 20 jobs succeeded" [ $DONE = 20 ]
