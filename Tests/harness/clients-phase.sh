@@ -52,4 +52,49 @@ check "past its batches-in-flight limit a client gets 429 with Retry-After; anot
     [ "$(status_of second_a):$(jq_of second_a .type):$(status_of first_b)" = "429:/problems/too-many-requests:200" \
         -a -n "$(header_of second_a Retry-After)" ]
 wait $SLOW_A
+
+# The same through keys nginx keeps only as salted hashes (nginx/fanout-client-hashed-keys.conf),
+# on a second nginx in front of the same Fanout.
+hashed() { python3 -c 'import base64, hashlib, os, sys; salt = os.urandom(16); print(sys.argv[1] + ":{SSHA}" + base64.b64encode(hashlib.sha1(sys.argv[2].encode() + salt).digest() + salt).decode())' "$1" "$2"; }
+{ hashed client-a key-a; hashed client-b key-b; } >"$RUN_DIR/api-keys.htpasswd"
+KEYS_PORT=$(free_port)
+mkdir -p "$RUN_DIR/nginx-keys"
+sed "s|/etc/nginx/fanout-api-keys.htpasswd|$RUN_DIR/api-keys.htpasswd|" "$FANOUT_ROOT/nginx/fanout-client-hashed-keys.conf" \
+    >"$RUN_DIR/nginx-keys/client-auth.conf"
+cat >"$RUN_DIR/nginx-keys/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $RUN_DIR/nginx-keys/nginx.pid;
+error_log stderr warn;
+$([ "$(id -u)" -ne 0 ] || echo "user root;")
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $RUN_DIR/nginx-keys;
+    fastcgi_temp_path $RUN_DIR/nginx-keys;
+    server {
+        listen 127.0.0.1:$KEYS_PORT;
+        location / {
+            include /etc/nginx/fastcgi_params;
+            include $RUN_DIR/nginx-keys/client-auth.conf;
+            fastcgi_pass unix:$RUN_DIR/fanout.sock;
+        }
+    }
+}
+CONF
+"$(nginx_binary)" -p "$RUN_DIR/nginx-keys" -c "$RUN_DIR/nginx-keys/nginx.conf" -e stderr 2>>"$RUN_DIR/nginx-keys/nginx.log" &
+KEYS_NGINX=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$KEYS_PORT/healthz" && break; sleep 0.05; done
+KEYS_BASE="http://127.0.0.1:$KEYS_PORT"
+# (Client A is at its pending-jobs limit from above: B submits here.)
+HASHED_B=$(curl -s -u client-b:key-b -H 'Prefer: respond-async' -H 'Content-Type: application/json' -d "$QUICK" "$KEYS_BASE/batch" | jq -r .id)
+code_as() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+check "hashed keys: a wrong key, another client's key or none is refused by nginx (401)" \
+    [ "$(code_as -u client-b:key-a "$KEYS_BASE/batch/$HASHED_B"):$(code_as -u client-b:nope "$KEYS_BASE/batch/$HASHED_B"):$(code_as "$KEYS_BASE/batch/$HASHED_B")" = "401:401:401" ]
+check "hashed keys: B's job is B's: A cannot read it (404), B can" \
+    [ "$(code_as -u client-a:key-a "$KEYS_BASE/batch/$HASHED_B"):$(code_as -u client-b:key-b "$KEYS_BASE/batch/$HASHED_B")" = "404:200" ]
+check "hashed keys: the identity is the one the map gave (A's job through the map is A's here too)" \
+    [ "$(code_as -u client-a:key-a "$KEYS_BASE/batch/$JOB_A")" = 200 ]
+kill "$KEYS_NGINX" 2>/dev/null
+wait "$KEYS_NGINX" 2>/dev/null
 stop_stack
