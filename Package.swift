@@ -32,13 +32,15 @@ let package = Package(
                 "CFastCGI",
                 "CLinux",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // Batch engine: model, validation, scheduling, operations; knows nothing about FastCGI or HTTP.
         .target(
             name: "FanoutEngine",
             dependencies: [
-                .product(name: "Crypto", package: "swift-crypto")
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // Asynchronous jobs: the SQLite store shared by responder processes, and the runner.
@@ -49,6 +51,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // The `http` operation: calls to operator-configured upstreams over AsyncHTTPClient, with
@@ -61,6 +64,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -73,6 +77,7 @@ let package = Package(
                 "FanoutJobs",
                 "FanoutHTTP",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // Thin executable: options, logging bootstrap, signals, run.
@@ -86,6 +91,7 @@ let package = Package(
                 "FanoutHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // libFuzzer targets (`make fuzz`): each is an ordinary, do-nothing program in a normal build,

@@ -1,5 +1,5 @@
 import NIOCore
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// At most `limit` holders at once; the others wait in order, and a waiter can leave the queue.
 ///
@@ -19,16 +19,16 @@ final class ConnectionLimiter: Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state: Mutex<State>
+    private let state: NIOLockedValueBox<State>
 
     init(limit: Int) {
-        state = Mutex(State(available: limit))
+        state = NIOLockedValueBox(State(available: limit))
     }
 
     /// Takes a slot for `granted`, at once (calling it before returning `nil`) or once one is
     /// released (returning the ticket that ``cancel(_:)`` takes).
     func acquire(_ granted: @escaping @Sendable () -> Void) -> Ticket? {
-        let ticket = state.withLock { state -> Ticket? in
+        let ticket = state.withLockedValue { state -> Ticket? in
             if state.available > 0 {
                 state.available -= 1
                 return nil
@@ -45,7 +45,7 @@ final class ConnectionLimiter: Sendable {
     /// Leaves the queue. Returns `false` when the slot was already granted: the caller holds it
     /// and must release it.
     func cancel(_ ticket: Ticket) -> Bool {
-        state.withLock { state in
+        state.withLockedValue { state in
             guard let index = state.waiters.firstIndex(where: { $0.ticket == ticket }) else { return false }
             state.waiters.remove(at: index)
             return true
@@ -54,7 +54,7 @@ final class ConnectionLimiter: Sendable {
 
     /// Returns a slot, handing it to the longest waiter if there is one.
     func release() {
-        let next = state.withLock { state -> (@Sendable () -> Void)? in
+        let next = state.withLockedValue { state -> (@Sendable () -> Void)? in
             guard !state.waiters.isEmpty else {
                 state.available += 1
                 return nil

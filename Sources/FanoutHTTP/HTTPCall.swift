@@ -4,7 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// One `http` task's call, from its first attempt to its result: waiting for a connection slot,
 /// the request in flight, the wait before a retry. Callbacks throughout, no Swift task: a batch of
@@ -37,7 +37,7 @@ final class HTTPCall: Sendable {
     /// Whether cancelling completes the call with `CancellationError` (for a caller that waits
     /// on it); the engine, which cancelled it, expects no completion.
     private let reportsCancellation: Bool
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// - Parameter completion: called once with the output or the failure; never after ``cancel()``
     ///   unless `reportsCancellation`.
@@ -59,7 +59,7 @@ final class HTTPCall: Sendable {
         // after (a slot released): it decides by the phase, which it finds `.idle` or
         // `.waitingForSlot` unless the call was cancelled meanwhile.
         guard let ticket = limiter.acquire({ [self] in send() }) else { return }
-        let cancelled = state.withLock { state -> Bool in
+        let cancelled = state.withLockedValue { state -> Bool in
             switch state.phase {
             case .idle:
                 state.phase = .waitingForSlot(ticket)
@@ -77,7 +77,7 @@ final class HTTPCall: Sendable {
 
     /// Stops the call.
     func cancel() {
-        let phase = state.withLock { state -> Phase in
+        let phase = state.withLockedValue { state -> Phase in
             defer { state.phase = .done }
             return state.phase
         }
@@ -98,7 +98,7 @@ final class HTTPCall: Sendable {
     /// Sends one attempt; called holding a connection slot.
     private func send() {
         let upstream = input.endpoint.upstream
-        let proceed = state.withLock { state -> Bool in
+        let proceed = state.withLockedValue { state -> Bool in
             switch state.phase {
             case .idle, .waitingForSlot:
                 state.attempt += 1
@@ -131,7 +131,7 @@ final class HTTPCall: Sendable {
         let task = client.client.execute(
             request: request, delegate: ResponseCollector(limit: upstream.maximumResponseBytes),
             eventLoop: .delegate(on: loop), deadline: attemptDeadline)
-        let inFlight = state.withLock { state -> Bool in
+        let inFlight = state.withLockedValue { state -> Bool in
             guard case .done = state.phase else {
                 state.phase = .inFlight(task)
                 return true
@@ -146,7 +146,7 @@ final class HTTPCall: Sendable {
     }
 
     private func attemptEnded(_ result: Result<HTTPOperation.UpstreamResponse, any Error>) {
-        let attempt = state.withLock { $0.attempt }
+        let attempt = state.withLockedValue { $0.attempt }
         let failure: RetryPolicy.Failure
         var lastResponse: HTTPOperation.UpstreamResponse?
         switch result {
@@ -177,7 +177,7 @@ final class HTTPCall: Sendable {
                         failure, upstream: input.endpoint.upstream, response: lastResponse, attempts: attempt)))
         case .retry(let wait):
             let timer = DeadlineScheduler.shared.schedule(at: .now + wait) { [self] in retry() }
-            let waiting = state.withLock { state -> Bool in
+            let waiting = state.withLockedValue { state -> Bool in
                 guard case .done = state.phase else {
                     state.phase = .waitingToRetry(timer)
                     return true
@@ -189,7 +189,7 @@ final class HTTPCall: Sendable {
     }
 
     private func retry() {
-        let ready = state.withLock { state -> Bool in
+        let ready = state.withLockedValue { state -> Bool in
             guard case .waitingToRetry = state.phase else { return false }
             state.phase = .idle
             return true
@@ -198,7 +198,7 @@ final class HTTPCall: Sendable {
     }
 
     private func finish(_ result: Result<RawJSON, any Error>) {
-        let first = state.withLock { state -> Bool in
+        let first = state.withLockedValue { state -> Bool in
             if case .done = state.phase { return false }
             state.phase = .done
             return true

@@ -1,6 +1,6 @@
 import FanoutEngine
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 
 extension HTTPOperation {
     /// A response read whole (within the size cap).
@@ -28,19 +28,19 @@ extension HTTPOperation {
     /// - Throws: ``OperationError`` with the last attempt's code; `CancellationError` when the task
     ///   is cancelled (the call in flight is aborted and its connection closed).
     public func run(_ input: Input) async throws -> RawJSON {
-        let call = Mutex<HTTPCall?>(nil)
+        let call = NIOLockedValueBox<HTTPCall?>(nil)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RawJSON, any Error>) in
                 let started = HTTPCall(
                     input: input, client: client, deadline: TaskDeadline.current,
                     completion: { continuation.resume(with: $0) }, reportsCancellation: true)
-                call.withLock { $0 = started }
+                call.withLockedValue { $0 = started }
                 started.begin()
                 // Cancelled before the call was there to hear it.
                 if Task.isCancelled { started.cancel() }
             }
         } onCancel: {
-            call.withLock { $0 }?.cancel()
+            call.withLockedValue { $0 }?.cancel()
         }
     }
 

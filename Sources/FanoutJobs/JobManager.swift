@@ -1,7 +1,7 @@
 import FanoutEngine
 import Foundation
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Runs asynchronous batches: claims queued jobs from the shared store, runs them on Swift's
 /// pool (never on the transport's event loops), records progress and results, and ends the jobs
@@ -58,7 +58,7 @@ public final class JobManager: Sendable {
     private let decoder: BatchDecoder
     private let owner = JobStore.Owner.current()
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     public init(store: JobStore, decoder: BatchDecoder, configuration: Configuration, logger: Logger) {
         self.store = store
@@ -69,16 +69,16 @@ public final class JobManager: Sendable {
 
     /// Starts claiming and running jobs, and the heartbeat, recovery and retention sweeps.
     public func start() {
-        Self.liveOwners.withLock { _ = $0.insert(owner.token) }
-        state.withLock { state in
+        Self.liveOwners.withLockedValue { _ = $0.insert(owner.token) }
+        state.withLockedValue { state in
             state.loops = [Task { await self.workLoop() }, Task { await self.maintenanceLoop() }]
         }
     }
 
     /// Jobs this process is running now.
-    public var runningCount: Int { state.withLock { $0.running.count } }
+    public var runningCount: Int { state.withLockedValue { $0.running.count } }
 
-    private var isStopping: Bool { state.withLock { $0.stopping } }
+    private var isStopping: Bool { state.withLockedValue { $0.stopping } }
 
     // MARK: Requests
 
@@ -97,7 +97,7 @@ public final class JobManager: Sendable {
         let pinned = !context.headers.isEmpty
         // Kept before the job exists, so that this process never runs it without its context.
         // Only for pinned jobs: any process may run the others, and the context would stay here.
-        if pinned { state.withLock { $0.contexts[id] = context } }
+        if pinned { state.withLockedValue { $0.contexts[id] = context } }
         let submission: JobStore.Submission
         do {
             submission = try await store.submit(
@@ -106,13 +106,13 @@ public final class JobManager: Sendable {
                 pinnedTo: pinned ? owner : nil, client: client,
                 maximumPendingForClient: client == nil ? .max : configuration.maximumPendingPerClient)
         } catch {
-            _ = state.withLock { $0.contexts.removeValue(forKey: id) }
+            _ = state.withLockedValue { $0.contexts.removeValue(forKey: id) }
             throw error
         }
         if case .created = submission {
             wake()
         } else {
-            _ = state.withLock { $0.contexts.removeValue(forKey: id) }
+            _ = state.withLockedValue { $0.contexts.removeValue(forKey: id) }
         }
         return submission
     }
@@ -135,9 +135,9 @@ public final class JobManager: Sendable {
                 BatchResult.allCancelled($0, error: TaskError(code: "cancelled", message: "the job was cancelled"))
             }
         }
-        if case .cancelled = outcome { _ = state.withLock { $0.contexts.removeValue(forKey: id) } }
+        if case .cancelled = outcome { _ = state.withLockedValue { $0.contexts.removeValue(forKey: id) } }
         guard case .requested(var job) = outcome else { return outcome }
-        _ = state.withLock { $0.running[id] }?.cancel()
+        _ = state.withLockedValue { $0.running[id] }?.cancel()
         let clock = ContinuousClock()
         let deadline = clock.now + wait
         while !job.status.isFinished, clock.now < deadline {
@@ -151,7 +151,7 @@ public final class JobManager: Sendable {
     /// Stops claiming jobs, lets running ones finish for up to `grace`, then cancels the rest;
     /// those are reported `failed` with the code `interrupted`.
     public func shutdown(grace: Duration) async {
-        let loops = state.withLock { state in
+        let loops = state.withLockedValue { state in
             state.stopping = true
             return state.loops
         }
@@ -161,15 +161,15 @@ public final class JobManager: Sendable {
         while runningCount > 0, clock.now < deadline {
             try? await DeadlineScheduler.shared.sleep(for: .milliseconds(20))
         }
-        for task in state.withLock({ Array($0.running.values) }) { task.cancel() }
+        for task in state.withLockedValue({ Array($0.running.values) }) { task.cancel() }
         while runningCount > 0 { try? await DeadlineScheduler.shared.sleep(for: .milliseconds(10)) }
         for task in loops { task.cancel() }
         for task in loops { await task.value }
-        Self.liveOwners.withLock { _ = $0.remove(owner.token) }
+        Self.liveOwners.withLockedValue { _ = $0.remove(owner.token) }
     }
 
     /// The owners of the managers running in this process (one, outside tests).
-    private static let liveOwners = Mutex<Set<String>>([])
+    private static let liveOwners = NIOLockedValueBox<Set<String>>([])
 
     // MARK: Running jobs
 
@@ -184,10 +184,10 @@ public final class JobManager: Sendable {
                     break
                 }
                 guard let claim else { break }
-                state.withLock { state in
+                state.withLockedValue { state in
                     state.running[claim.id] = Task {
                         await self.run(claim)
-                        _ = self.state.withLock { $0.running.removeValue(forKey: claim.id) }
+                        _ = self.state.withLockedValue { $0.running.removeValue(forKey: claim.id) }
                         self.wake()
                     }
                 }
@@ -197,7 +197,7 @@ public final class JobManager: Sendable {
     }
 
     private func run(_ claim: JobStore.Claim) async {
-        let context = state.withLock { $0.contexts.removeValue(forKey: claim.id) }
+        let context = state.withLockedValue { $0.contexts.removeValue(forKey: claim.id) }
         if claim.isPinned, context == nil {
             // Cannot happen (a pinned job is claimed only by the process that holds its context),
             // but running it without its credentials would send unauthenticated calls.
@@ -271,7 +271,7 @@ public final class JobManager: Sendable {
         while !Task.isCancelled {
             do {
                 let stopRequested = try await store.heartbeat(owner: owner, now: Self.now())
-                let tasks = state.withLock { state in stopRequested.compactMap { state.running[$0] } }
+                let tasks = state.withLockedValue { state in stopRequested.compactMap { state.running[$0] } }
                 for task in tasks { task.cancel() }
                 try await recover()
                 if clock.now >= nextSweep {
@@ -295,7 +295,7 @@ public final class JobManager: Sendable {
             isAlive: { pid, token in
                 // With this process's PID, only the managers alive here count: another token is a
                 // previous process that had the same PID (a restarted container, say).
-                if pid == owner.pid { return Self.liveOwners.withLock { $0.contains(token) } }
+                if pid == owner.pid { return Self.liveOwners.withLockedValue { $0.contains(token) } }
                 return kill(pid, 0) == 0 || errno == EPERM
             },
             interruptedResults: { body, error in
@@ -310,7 +310,7 @@ public final class JobManager: Sendable {
 
     /// Makes the work loop look for jobs now: a job was queued here, or one ended.
     func wake() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             guard let waiter = state.waiter else {
                 state.wakePending = true
                 return nil
@@ -324,7 +324,7 @@ public final class JobManager: Sendable {
     private func waitForWake(timeout: Duration) async {
         let timer = DeadlineScheduler.shared.schedule(at: .now + timeout) { [self] in wake() }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state -> Bool in
+            let now = state.withLockedValue { state -> Bool in
                 if state.wakePending || state.stopping {
                     state.wakePending = false
                     return true

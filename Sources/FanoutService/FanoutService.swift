@@ -2,7 +2,7 @@ import FanoutEngine
 import FanoutJobs
 import FastCGI
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The HTTP face of Fanout: routes requests, maps outcomes to status codes and problem
 /// documents, and sheds load past the configured number of batches in flight.
@@ -22,7 +22,7 @@ public final class FanoutService: FastCGIHandler {
     /// Runs asynchronous batches; `nil` when they are not enabled (`Prefer: respond-async` is
     /// then ignored, and `/batch/{id}` is not found).
     let jobs: JobManager?
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     /// The `GET /ops` body; the registry never changes, so it is encoded once.
     let operationsListing: [UInt8]
     /// The request headers some operation reads (see ``Operation/requestHeaderNames``).
@@ -64,33 +64,33 @@ public final class FanoutService: FastCGIHandler {
     // MARK: Lifecycle
 
     /// Batches and direct operation calls running now.
-    public var batchesInFlight: Int { state.withLock { $0.batchesInFlight } }
+    public var batchesInFlight: Int { state.withLockedValue { $0.batchesInFlight } }
 
     /// Whether the service is draining for shutdown.
-    public var isDraining: Bool { state.withLock { $0.draining } }
+    public var isDraining: Bool { state.withLockedValue { $0.draining } }
 
     /// Starts draining: health checks answer 503 and new work is refused; running batches go on.
     public func beginDraining() {
-        state.withLock { $0.draining = true }
+        state.withLockedValue { $0.draining = true }
     }
 
     /// Marks that running batches are about to be cancelled for shutdown, so their unfinished
     /// tasks report `shutdown` rather than `cancelled`.
     public func markShuttingDown() {
-        state.withLock {
+        state.withLockedValue {
             $0.draining = true
             $0.shuttingDown = true
         }
     }
 
     var cancellationCause: CancellationCause {
-        state.withLock { $0.shuttingDown } ? .shutdown : .clientGone
+        state.withLockedValue { $0.shuttingDown } ? .shutdown : .clientGone
     }
 
     /// Reserves a slot for one batch of `client` (`nil`: clients are not kept apart), or explains
     /// why there is none.
     func acquireBatchSlot(client: String? = nil) -> Problem? {
-        state.withLock { state in
+        state.withLockedValue { state in
             if state.draining { return .shuttingDown(retryAfterSeconds: configuration.retryAfterSeconds) }
             guard state.batchesInFlight < configuration.maximumBatchesInFlight else {
                 return .overloaded(retryAfterSeconds: configuration.retryAfterSeconds)
@@ -110,7 +110,7 @@ public final class FanoutService: FastCGIHandler {
     }
 
     func releaseBatchSlot(client: String? = nil) {
-        state.withLock { state in
+        state.withLockedValue { state in
             state.batchesInFlight -= 1
             if let client {
                 let mine = state.clientBatches[client, default: 1] - 1

@@ -1,6 +1,6 @@
 import CLinux
 import Dispatch
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -261,20 +261,20 @@ private final class StreamWriter: Sendable {
     private let connection: FastCGIConnection?
     private let queue = DispatchQueue(label: "fanout.stream-writer")
     /// False once a write failed: later writes are skipped.
-    private let healthy = Mutex(true)
+    private let healthy = NIOLockedValueBox(true)
 
     init(_ connection: FastCGIConnection?) {
         self.connection = connection
     }
 
-    var isHealthy: Bool { healthy.withLock { $0 } && connection != nil }
+    var isHealthy: Bool { healthy.withLockedValue { $0 } && connection != nil }
 
     func write(_ bytes: [UInt8], first: Bool) async -> Bool {
         guard let connection, isHealthy else { return false }
         return await withCheckedContinuation { continuation in
             queue.async {
                 let written = first ? connection.beginStream(head: bytes) : connection.writeStreamed(bytes)
-                if !written { self.healthy.withLock { $0 = false } }
+                if !written { self.healthy.withLockedValue { $0 = false } }
                 continuation.resume(returning: written)
             }
         }

@@ -1,5 +1,5 @@
 import CLinux
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -29,7 +29,11 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     let epoll: Epoll
-    private let pending = Mutex(Pending())
+    // A pthread mutex (NIO's box), not `Synchronization.Mutex`: on Linux `Mutex` hands a
+    // contended lock over inside the kernel (a priority-inheritance futex), which ThreadSanitizer
+    // cannot see, so every meeting at the lock was reported as a race. The same holds for every
+    // lock in Fanout.
+    private let pending = NIOLockedValueBox(Pending())
     private var thread: pthread_t?
 
     /// Handles one epoll event (token, event bits); set once, before the thread starts.
@@ -72,7 +76,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     private func submit(_ work: Work) {
-        let wake = pending.withLock { pending in
+        let wake = pending.withLockedValue { pending in
             pending.work.append(work)
             defer { pending.sleeping = false }
             return pending.sleeping
@@ -85,7 +89,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Runs the work already queued, then stops and joins the thread.
     func stop() {
-        pending.withLock { $0.stopped = true }
+        pending.withLockedValue { $0.stopped = true }
         epoll.wake()
         if let thread { pthread_join(thread, nil) }
         thread = nil
@@ -98,7 +102,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
         defer { events.deallocate() }
         var batch: [Work] = []
         while true {
-            let stopped = pending.withLock { pending -> Bool in
+            let stopped = pending.withLockedValue { pending -> Bool in
                 swap(&batch, &pending.work)
                 pending.sleeping = batch.isEmpty
                 return pending.stopped

@@ -1,5 +1,6 @@
 import CLinux
 import Logging
+import NIOConcurrencyHelpers
 import Synchronization
 
 #if canImport(Glibc)
@@ -97,7 +98,7 @@ extension FastCGIServer {
         let activeRequests = Atomic(0)
         /// Set when a loop stopped listening because the connection limit was reached.
         let listenerPaused = Atomic(false)
-        private let loops = Mutex<[ConnectionLoop]>([])
+        private let loops = NIOLockedValueBox<[ConnectionLoop]>([])
 
         init(configuration: Configuration, handler: any FastCGIHandler, logger: Logger, listener: Int32) {
             self.configuration = configuration
@@ -107,7 +108,7 @@ extension FastCGIServer {
         }
 
         func setLoops(_ loops: [ConnectionLoop]) {
-            self.loops.withLock { $0 = loops }
+            self.loops.withLockedValue { $0 = loops }
         }
 
         /// Called when a connection closes: lets paused loops listen again once under the limit.
@@ -116,7 +117,7 @@ extension FastCGIServer {
             guard remaining < configuration.maximumConnections,
                 listenerPaused.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
             else { return }
-            for loop in loops.withLock({ $0 }) { loop.execute { loop.armListener() } }
+            for loop in loops.withLockedValue({ $0 }) { loop.execute { loop.armListener() } }
         }
     }
 }

@@ -1,5 +1,5 @@
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -45,7 +45,7 @@ struct StderrLogHandler: LogHandler {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let milliseconds = now.tv_nsec / 1_000_000
-        let seconds = cachedSecond.withLock { cache -> String in
+        let seconds = cachedSecond.withLockedValue { cache -> String in
             if cache.second != now.tv_sec {
                 var time = tm()
                 var epoch = now.tv_sec
@@ -60,5 +60,5 @@ struct StderrLogHandler: LogHandler {
         return "\(seconds).\(fraction)Z"
     }
 
-    private static let cachedSecond = Mutex<(second: Int, text: String)>((-1, ""))
+    private static let cachedSecond = NIOLockedValueBox<(second: Int, text: String)>((-1, ""))
 }

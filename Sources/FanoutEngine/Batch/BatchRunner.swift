@@ -1,4 +1,4 @@
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Why a batch stopped before all of its tasks finished.
 public enum CancellationCause: Sendable, Equatable {
@@ -81,11 +81,11 @@ final class BatchInbox: Sendable {
         var waiter: CheckedContinuation<[BatchExecution.Event], Never>?
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// Delivers `event` to the batch's task.
     func post(_ event: BatchExecution.Event) {
-        let wake = state.withLock {
+        let wake = state.withLockedValue {
             state -> (CheckedContinuation<[BatchExecution.Event], Never>, [BatchExecution.Event])? in
             guard let waiter = state.waiter else {
                 state.events.append(event)
@@ -101,7 +101,7 @@ final class BatchInbox: Sendable {
     func next() async -> [BatchExecution.Event] {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<[BatchExecution.Event], Never>) in
-                let events = state.withLock { state -> [BatchExecution.Event] in
+                let events = state.withLockedValue { state -> [BatchExecution.Event] in
                     if state.events.isEmpty { state.waiter = continuation }
                     defer { state.events.removeAll(keepingCapacity: true) }
                     return state.events
