@@ -8,8 +8,9 @@ import GRDB
 ///
 /// Every change is one SQL statement or one immediate transaction, so processes never see a
 /// half-made change: a job is claimed by exactly one of them (`UPDATE … RETURNING` on a queued
-/// row), and an idempotency key maps to one job. GRDB runs the blocking SQLite calls on its own
-/// dispatch queues; callers only suspend.
+/// row), and an idempotency key maps to one job. Submissions that arrive together share one
+/// transaction and one flush to disk (``GroupCommit``), each answered after that commit. GRDB
+/// runs the blocking SQLite calls on its own dispatch queues; callers only suspend.
 public final class JobStore: Sendable {
     /// The result of a submission.
     public enum Submission: Sendable {
@@ -69,6 +70,7 @@ public final class JobStore: Sendable {
     }
 
     private let pool: DatabasePool
+    private let submissions: GroupCommit<SubmitRequest, Submission>
     /// The database file.
     public let path: String
 
@@ -81,6 +83,7 @@ public final class JobStore: Sendable {
         configuration.busyMode = .timeout(10)
         configuration.label = "fanout-jobs"
         pool = try DatabasePool(path: path, configuration: configuration)
+        submissions = Self.groupCommit(pool)
         try Self.migrator.migrate(pool)
     }
 
@@ -156,46 +159,78 @@ public final class JobStore: Sendable {
         id: String = JobStore.newJobID(), pinnedTo: Owner? = nil, client: String? = nil,
         maximumPendingForClient: Int = .max
     ) async throws -> Submission {
-        let hash = Self.hash(body)
         // One key column for all: a client's keys are stored prefixed with its id (ids have no
         // newline), so that two clients' equal keys never meet.
         let idempotencyKey = idempotencyKey.map { key in client.map { "\($0)\n\(key)" } ?? key }
-        return try await pool.write { db -> Submission in
-            if let idempotencyKey {
-                if let row = try Row.fetchOne(
-                    db, sql: "SELECT * FROM jobs WHERE idempotency_key = ? AND \(Self.live)",
-                    arguments: [idempotencyKey, now])
-                {
-                    return (row["body_hash"] as String?) == hash ? .replayed(Self.job(row)) : .keyReused
-                }
-                // An expired job keeps its key until the sweep removes it: free the key now.
-                try db.execute(sql: "DELETE FROM jobs WHERE idempotency_key = ?", arguments: [idempotencyKey])
-            }
-            let pending =
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')") ?? 0
-            guard pending < maximumPending else { return .full }
-            if let client, maximumPendingForClient < .max {
-                let mine =
-                    try Int.fetchOne(
-                        db, sql: "SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'running')",
-                        arguments: [client]) ?? 0
-                guard mine < maximumPendingForClient else { return .clientFull }
-            }
-            try db.execute(
-                sql: """
-                    INSERT INTO jobs (
-                        id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, pinned_pid,
-                        client)
-                    VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    id, Data(body), hash, idempotencyKey, taskCount, now, pinnedTo?.token, pinnedTo?.pid, client,
-                ])
-            return .created(
-                Job(
-                    id: id, status: .queued, taskCount: taskCount, progress: .init(), createdAt: now,
-                    cancelRequested: false))
+        return try await submissions.write(
+            SubmitRequest(
+                id: id, body: body, hash: Self.hash(body), taskCount: taskCount, idempotencyKey: idempotencyKey,
+                maximumPending: maximumPending, now: now, pinnedTo: pinnedTo, client: client,
+                maximumPendingForClient: maximumPendingForClient))
+    }
+
+    /// How many transactions submissions have been committed in (fewer than submissions when
+    /// they arrive together).
+    var submissionCommits: Int { submissions.commits }
+
+    /// One submission, as ``submit(body:taskCount:idempotencyKey:maximumPending:now:id:pinnedTo:client:maximumPendingForClient:)`` received it.
+    struct SubmitRequest: Sendable {
+        let id: String
+        let body: [UInt8]
+        let hash: String
+        let taskCount: Int
+        let idempotencyKey: String?
+        let maximumPending: Int
+        let now: Double
+        let pinnedTo: Owner?
+        let client: String?
+        let maximumPendingForClient: Int
+    }
+
+    /// Submissions made together share one transaction (``GroupCommit``): each is checked and
+    /// inserted in turn, seeing those before it, and all are answered after the one commit.
+    private static func groupCommit(_ pool: DatabasePool) -> GroupCommit<SubmitRequest, Submission> {
+        GroupCommit { requests in
+            try await pool.write { db in try requests.map { try insert($0, db) } }
         }
+    }
+
+    private static func insert(_ request: SubmitRequest, _ db: Database) throws -> Submission {
+        if let idempotencyKey = request.idempotencyKey {
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT * FROM jobs WHERE idempotency_key = ? AND \(Self.live)",
+                arguments: [idempotencyKey, request.now])
+            {
+                return (row["body_hash"] as String?) == request.hash ? .replayed(Self.job(row)) : .keyReused
+            }
+            // An expired job keeps its key until the sweep removes it: free the key now.
+            try db.execute(sql: "DELETE FROM jobs WHERE idempotency_key = ?", arguments: [idempotencyKey])
+        }
+        let pending =
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')") ?? 0
+        guard pending < request.maximumPending else { return .full }
+        if let client = request.client, request.maximumPendingForClient < .max {
+            let mine =
+                try Int.fetchOne(
+                    db, sql: "SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'running')",
+                    arguments: [client]) ?? 0
+            guard mine < request.maximumPendingForClient else { return .clientFull }
+        }
+        try db.execute(
+            sql: """
+                INSERT INTO jobs (
+                    id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, pinned_pid,
+                    client)
+                VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                request.id, Data(request.body), request.hash, request.idempotencyKey, request.taskCount, request.now,
+                request.pinnedTo?.token, request.pinnedTo?.pid, request.client,
+            ])
+        return .created(
+            Job(
+                id: request.id, status: .queued, taskCount: request.taskCount, progress: .init(),
+                createdAt: request.now, cancelRequested: false))
     }
 
     /// The job `id`, unless unknown or expired, or (when `client` is given) another client's.

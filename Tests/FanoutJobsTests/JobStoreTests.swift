@@ -94,6 +94,32 @@ final class JobStoreTests {
         _ = try #require(try await submit("c", key: nil).createdJob)
     }
 
+    @Test("submissions made together share commits, and each sees those committed before it")
+    func groupCommit() async throws {
+        // 300 at once, 10 of them with one idempotency key, against a limit of 250 pending.
+        let outcomes = try await withThrowingTaskGroup(of: JobStore.Submission.self) { group in
+            for index in 0..<300 {
+                group.addTask { [store, now] in
+                    try await store.submit(
+                        body: twoEchoes, taskCount: 2, idempotencyKey: index < 10 ? "same" : nil,
+                        maximumPending: 250, now: now)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let created = outcomes.compactMap(\.createdJob)
+        let replayed = outcomes.filter { if case .replayed = $0 { true } else { false } }
+        let full = outcomes.filter { if case .full = $0 { true } else { false } }
+        // Exactly the limit was created, the key made one job and replayed it to the others (or
+        // found the store full for them), and the rest were refused.
+        #expect(created.count == 250)
+        #expect(Set(created.map(\.id)).count == 250)
+        #expect(replayed.count + full.count == 50)
+        for job in created { #expect(try await store.job(job.id, now: now)?.status == .queued) }
+        // Far fewer transactions than submissions: they were grouped.
+        #expect(store.submissionCommits < 300, "\(store.submissionCommits) commits for 300 submissions")
+    }
+
     @Test("a submitted job is queued, claimed exactly once, and stores its results")
     func lifecycle() async throws {
         guard
