@@ -191,11 +191,23 @@ public final class JobStore: Sendable {
     /// inserted in turn, seeing those before it, and all are answered after the one commit.
     private static func groupCommit(_ pool: DatabasePool) -> GroupCommit<SubmitRequest, Submission> {
         GroupCommit { requests in
-            try await pool.write { db in try requests.map { try insert($0, db) } }
+            try await pool.write { db in
+                var counts = PendingCounts()
+                return try requests.map { try insert($0, db, &counts) }
+            }
         }
     }
 
-    private static func insert(_ request: SubmitRequest, _ db: Database) throws -> Submission {
+    /// Jobs queued or running, counted once per group and then kept up to date as the group's
+    /// submissions are inserted: a count walks every pending job, and a backlog can be long.
+    private struct PendingCounts {
+        var all: Int?
+        var byClient: [String: Int] = [:]
+    }
+
+    private static func insert(_ request: SubmitRequest, _ db: Database, _ counts: inout PendingCounts) throws
+        -> Submission
+    {
         if let idempotencyKey = request.idempotencyKey {
             if let row = try Row.fetchOne(
                 db, sql: "SELECT * FROM jobs WHERE idempotency_key = ? AND \(Self.live)",
@@ -207,13 +219,17 @@ public final class JobStore: Sendable {
             try db.execute(sql: "DELETE FROM jobs WHERE idempotency_key = ?", arguments: [idempotencyKey])
         }
         let pending =
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')") ?? 0
+            try counts.all
+            ?? Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')") ?? 0
+        counts.all = pending
         guard pending < request.maximumPending else { return .full }
         if let client = request.client, request.maximumPendingForClient < .max {
             let mine =
-                try Int.fetchOne(
+                try counts.byClient[client]
+                ?? Int.fetchOne(
                     db, sql: "SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'running')",
                     arguments: [client]) ?? 0
+            counts.byClient[client] = mine
             guard mine < request.maximumPendingForClient else { return .clientFull }
         }
         try db.execute(
@@ -227,6 +243,8 @@ public final class JobStore: Sendable {
                 request.id, Data(request.body), request.hash, request.idempotencyKey, request.taskCount, request.now,
                 request.pinnedTo?.token, request.pinnedTo?.pid, request.client,
             ])
+        counts.all = pending + 1
+        if let client = request.client, let mine = counts.byClient[client] { counts.byClient[client] = mine + 1 }
         return .created(
             Job(
                 id: request.id, status: .queued, taskCount: request.taskCount, progress: .init(),

@@ -118,6 +118,20 @@ final class JobStoreTests {
         for job in created { #expect(try await store.job(job.id, now: now)?.status == .queued) }
         // Far fewer transactions than submissions: they were grouped.
         #expect(store.submissionCommits < 300, "\(store.submissionCommits) commits for 300 submissions")
+
+        // A client's own limit holds within a group too.
+        let mine = try await withThrowingTaskGroup(of: JobStore.Submission.self) { group in
+            for _ in 0..<20 {
+                group.addTask { [store, now] in
+                    try await store.submit(
+                        body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 1_000, now: now,
+                        client: "c", maximumPendingForClient: 5)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(mine.compactMap(\.createdJob).count == 5)
+        #expect(mine.filter { if case .clientFull = $0 { true } else { false } }.count == 15)
     }
 
     @Test("a submitted job is queued, claimed exactly once, and stores its results")
