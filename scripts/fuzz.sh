@@ -7,6 +7,8 @@
 #   FUZZ_SECONDS   or a time per target instead (CI: a short, fixed time)
 #   FUZZ_TARGETS   which targets (default: all: batch json references http-rules)
 #   FUZZ_JOBS      targets run at once (default: the number of cores)
+#   FUZZ_CONFIGURATION  release (default: fastest executions) or debug (builds in about half the
+#                  time: what CI uses for its short runs)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$FANOUT_ROOT"
@@ -16,12 +18,13 @@ work=$FANOUT_ROOT/.run/fuzz
 mkdir -p "$work/crashes"
 
 # lld, not the default gold: gold fails with an internal error on libFuzzer's objects.
-flags=(-c release --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+configuration=${FUZZ_CONFIGURATION:-release}
+flags=(-c "$configuration" --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
     -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld)
 for target in $targets; do
     log "building fuzz-$target (fuzzer + address sanitizer)"
     swift build "${flags[@]}" --product "fuzz-$target" 2>&1 | grep -vE "^\[|unhandled|CMakeLists|^ +/" || true
-    [ -x ".build-fuzz/release/fuzz-$target" ] || { log "fuzz-$target did not build"; exit 1; }
+    [ -x ".build-fuzz/$configuration/fuzz-$target" ] || { log "fuzz-$target did not build"; exit 1; }
 done
 
 if [ -n "${FUZZ_SECONDS:-}" ]; then limit=(-max_total_time="$FUZZ_SECONDS"); else limit=(-runs="${FUZZ_RUNS:-10000000}"); fi
@@ -34,7 +37,7 @@ run_target() {
     local target=$1 started finished status=0
     mkdir -p "$work/corpus/$target"
     started=$(date +%s)
-    ".build-fuzz/release/fuzz-$target" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    ".build-fuzz/$configuration/fuzz-$target" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -print_final_stats=1 -artifact_prefix="$work/crashes/$target-" \
         "$work/corpus/$target" "Tests/Fuzz/corpus/$target" >"$work/$target.log" 2>&1 || status=$?
     finished=$(date +%s)
@@ -47,15 +50,15 @@ run_target() {
     return $status
 }
 
+jobs=${FUZZ_JOBS:-$(nproc)}
 summary=$work/summary.md
 {
-    echo "fuzzing on $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "Last full run: $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $configuration build, ${limit[*]} per target, $jobs at once:"
     echo
     echo "| target | executions | coverage (edges) | features | duration | result |"
     echo "|---|---|---|---|---|---|"
 } >"$summary"
 
-jobs=${FUZZ_JOBS:-$(nproc)}
 pids=()
 failed=0
 for target in $targets; do
@@ -70,6 +73,11 @@ done
 for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" || failed=1; done
 for target in $targets; do cat "$work/$target.line" >>"$summary"; done
 cat "$summary"
+# A full run (not a timed one, as CI makes) is the record in RELIABILITY.md.
+if [ $failed -eq 0 ] && [ -z "${FUZZ_SECONDS:-}" ] && [ "${FUZZ_RECORD:-1}" = 1 ]; then
+    python3 scripts/reliability.py fuzz "$summary"
+    log "RELIABILITY.md updated"
+fi
 if [ $failed -ne 0 ]; then
     log "a fuzz target failed: see .run/fuzz/<target>.log and the input in .run/fuzz/crashes/"
     for target in $targets; do grep -m3 -E "ERROR|invariant broken|Fatal error|timeout" "$work/$target.log" || true; done
