@@ -7,8 +7,6 @@
 #   FUZZ_SECONDS   or a time per target instead (CI: a short, fixed time)
 #   FUZZ_TARGETS   which targets (default: all: batch json references http-rules)
 #   FUZZ_JOBS      targets run at once (default: the number of cores)
-#   FUZZ_CONFIGURATION  release (default: fastest executions) or debug (builds in about half the
-#                  time: what CI uses for its short runs)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$FANOUT_ROOT"
@@ -18,7 +16,9 @@ work=$FANOUT_ROOT/.run/fuzz
 mkdir -p "$work/crashes"
 
 # lld, not the default gold: gold fails with an internal error on libFuzzer's objects.
-configuration=${FUZZ_CONFIGURATION:-release}
+# Release only: in a debug build SwiftPM links executables so that libFuzzer's own main() is
+# pulled in, which expects LLVMFuzzerTestOneInput; the targets run libFuzzer from their main.
+configuration=release
 flags=(-c "$configuration" --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
     -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld)
 for target in $targets; do
