@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: builds Fanout (release) and the C floor, then runs bench/bench.py, which writes
 # BENCHMARKS.md and bench-results.svg at the top of the repository. BENCH_SMOKE=1 makes a short
-# run of the debug build for CI that writes its report under .run/bench-smoke instead.
+# run for CI that writes its report under .run/bench-smoke instead.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$FANOUT_ROOT"
@@ -9,13 +9,9 @@ cd "$FANOUT_ROOT"
 ensure_packages wrk
 command -v node >/dev/null 2>&1 || ensure_packages nodejs
 command -v cc >/dev/null 2>&1 || ensure_packages gcc
-# The smoke run (CI) only checks that the benchmark runs and produces numbers: it takes the
-# debug build `make test` has just made instead of spending minutes on a release build.
-configuration=release
-[ "${BENCH_SMOKE:-0}" = 1 ] && configuration=debug
-log "building ($configuration)"
-swift build -c "$configuration" --product fanout
-BINARY="$(swift build -c "$configuration" --show-bin-path)/fanout"
+log "building (release)"
+swift build -c release --product fanout
+BINARY="$(swift build -c release --show-bin-path)/fanout"
 mkdir -p .run
 cc -O2 -o .run/fcgi-floor bench/floor.c -lfcgi -lpthread
 OUTPUT=$FANOUT_ROOT
