@@ -23,8 +23,12 @@ flags=(-c "$configuration" --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,
     -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld)
 for target in $targets; do
     log "building fuzz-$target (fuzzer + address sanitizer)"
-    swift build "${flags[@]}" --product "fuzz-$target" 2>&1 | grep -vE "^\[|unhandled|CMakeLists|^ +/" || true
-    [ -x ".build-fuzz/$configuration/fuzz-$target" ] || { log "fuzz-$target did not build"; exit 1; }
+    # A failed build must stop the run, not leave an older binary to be fuzzed.
+    if ! swift build "${flags[@]}" --product "fuzz-$target" >"$work/build-$target.log" 2>&1; then
+        grep -E "error|warning: " "$work/build-$target.log" | head -20 || tail -20 "$work/build-$target.log"
+        log "fuzz-$target did not build (.run/fuzz/build-$target.log)"
+        exit 1
+    fi
 done
 
 if [ -n "${FUZZ_SECONDS:-}" ]; then limit=(-max_total_time="$FUZZ_SECONDS"); else limit=(-runs="${FUZZ_RUNS:-10000000}"); fi
