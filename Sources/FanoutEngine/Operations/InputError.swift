@@ -70,3 +70,11 @@ public struct InputError: Error, Sendable, Equatable {
         }
     }
 }
+
+extension KeyedDecodingContainer {
+    /// The value of an optional member: `nil` when absent, but an error when present and `null`
+    /// (`decodeIfPresent` takes `null` for absent, where the contract allows only the type).
+    public func decodeUnlessAbsent<Value: Decodable>(_ type: Value.Type, forKey key: Key) throws -> Value? {
+        contains(key) ? try decode(type, forKey: key) : nil
+    }
+}

@@ -3,6 +3,14 @@ public struct FailOperation: InstantOperation {
     public struct Input: Decodable, Sendable {
         public var code: String
         public var message: String?
+
+        private enum CodingKeys: String, CodingKey { case code, message }
+
+        public init(from decoder: any Decoder) throws {
+            let members = try decoder.container(keyedBy: CodingKeys.self)
+            code = try members.decode(String.self, forKey: .code)
+            message = try members.decodeUnlessAbsent(String.self, forKey: .message)
+        }
     }
 
     public var name: String { "fail" }
@@ -19,10 +27,6 @@ public struct FailOperation: InstantOperation {
 
     public func decodeInput(_ json: RawJSON) throws(InputError) -> Input {
         let input = try json.decodeInput(Input.self)
-        // `Decodable` reads `"message": null` as absent; the contract says a string.
-        if input.message == nil, json.objectMembers()?["message"] != nil {
-            throw InputError(path: "message", "must be a string")
-        }
         // Unicode scalars, as JSON Schema's maxLength counts (not grapheme clusters).
         guard (1...64).contains(input.code.unicodeScalars.count) else {
             throw InputError(path: "code", "must be 1 to 64 characters")

@@ -27,6 +27,15 @@ public struct HashOperation: InstantOperation {
         var algorithm: String
         var data: String
         var encoding: String?
+
+        private enum CodingKeys: String, CodingKey { case algorithm, data, encoding }
+
+        init(from decoder: any Decoder) throws {
+            let members = try decoder.container(keyedBy: CodingKeys.self)
+            algorithm = try members.decode(String.self, forKey: .algorithm)
+            data = try members.decode(String.self, forKey: .data)
+            encoding = try members.decodeUnlessAbsent(String.self, forKey: .encoding)
+        }
     }
 
     public var name: String { "hash" }
@@ -45,10 +54,6 @@ public struct HashOperation: InstantOperation {
         let wire = try json.decodeInput(WireInput.self)
         guard let algorithm = Algorithm(rawValue: wire.algorithm) else {
             throw InputError(path: "algorithm", "must be one of sha256, sha384, sha512")
-        }
-        // `Decodable` reads `"encoding": null` as absent; the contract allows only the two names.
-        if wire.encoding == nil, json.objectMembers()?["encoding"] != nil {
-            throw InputError(path: "encoding", "must be utf8 or base64")
         }
         switch wire.encoding ?? "utf8" {
         case "utf8":
