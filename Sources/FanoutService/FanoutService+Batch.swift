@@ -10,9 +10,8 @@ extension FanoutService {
         try checkJSONBody(request)
         // Checked whether or not the batch is queued: a key that could never work is a client's
         // mistake to report, not to ignore.
-        if let key = request.header("Idempotency-Key"), !Self.isValidIdempotencyKey(key) {
-            throw .invalidIdempotencyKey()
-        }
+        let idempotencyKey = request.header("Idempotency-Key")
+        if let idempotencyKey, !Self.isValidIdempotencyKey(idempotencyKey) { throw .invalidIdempotencyKey() }
         // Shed load before spending time on validation.
         if let problem = acquireBatchSlot(client: client) { throw problem }
         // Released when this returns, or, for a stream, when the stream ends.
@@ -29,7 +28,8 @@ extension FanoutService {
         taskCount = batch.tasks.count
         if let jobs, Self.prefersAsync(request.header("Prefer")) {
             return try await submitJob(
-                batch, body: request.body, request: request, context: context, client: client, jobs: jobs)
+                batch, body: request.body, idempotencyKey: idempotencyKey, context: context, client: client,
+                jobs: jobs)
         }
         if Self.acceptsNDJSON(request.header("Accept")) {
             slotHandedOver = true

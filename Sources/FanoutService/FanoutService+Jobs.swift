@@ -5,11 +5,11 @@ import FastCGI
 extension FanoutService {
     /// `POST /batch` with `Prefer: respond-async`: queue the validated batch and answer 202 with
     /// the job, or, for a repeated `Idempotency-Key` with the same body, the job made the first time.
+    /// `key` is that header, already checked by `runBatch`.
     func submitJob(
-        _ batch: Batch, body: [UInt8], request: FastCGIRequest, context: RequestContext, client: String?,
+        _ batch: Batch, body: [UInt8], idempotencyKey key: String?, context: RequestContext, client: String?,
         jobs: JobManager
     ) async throws(Problem) -> FastCGIResponse {
-        let key = request.header("Idempotency-Key")  // checked by runBatch
         let submission: JobStore.Submission
         do {
             submission = try await jobs.submit(
