@@ -113,3 +113,52 @@ stop_nginx() {
     wait "$NGINX_PID" 2>/dev/null || true
     NGINX_PID=""
 }
+
+# The newest installed PostgreSQL's server programs (initdb, pg_ctl, …), installing Debian's
+# `postgresql` when there is none.
+postgres_bin() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+        ensure_packages postgresql >&2
+        bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    fi
+    [ -n "$bin" ] && [ -x "$bin/initdb" ] || { log "no PostgreSQL server programs (initdb) after installing postgresql"; return 1; }
+    echo "$bin"
+}
+
+# start_postgres [FSYNC on|off] [EXTRA -c SETTINGS...]: a throwaway PostgreSQL server in a new
+# temporary directory, listening only on a Unix socket there. As root it runs as the `postgres`
+# user (initdb refuses root). Sets PG_DIR, PG_BIN and FANOUT_TEST_DATABASE_URL (exported). Fails
+# loudly, never silently, when the server cannot be started.
+start_postgres() {
+    local fsync=${1:-off}
+    shift || true
+    PG_BIN=$(postgres_bin) || return 1
+    PG_DIR=$(mktemp -d /tmp/fanout-pg.XXXXXX)
+    chmod 755 "$PG_DIR"
+    local as=()
+    if [ "$(id -u)" -eq 0 ]; then
+        id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+        chown postgres "$PG_DIR"
+        as=(runuser -u postgres --)
+    fi
+    if ! "${as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >"$PG_DIR/initdb.log" 2>&1; then
+        log "PostgreSQL: initdb failed:"; cat "$PG_DIR/initdb.log" >&2; return 1
+    fi
+    local settings=(-c "listen_addresses=" -c "unix_socket_directories=$PG_DIR" -c "fsync=$fsync"
+        -c "max_connections=200" -c "shared_buffers=256MB" "$@")
+    if ! "${as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 -o "${settings[*]}" start >/dev/null; then
+        log "PostgreSQL: the server did not start:"; tail -20 "$PG_DIR/server.log" >&2; return 1
+    fi
+    export FANOUT_TEST_DATABASE_URL="postgres://postgres@/postgres?host=$PG_DIR"
+    PG_AS=("${as[@]}")
+}
+
+# stop_postgres: stops the server start_postgres started and removes its directory.
+stop_postgres() {
+    [ -n "${PG_DIR:-}" ] || return 0
+    "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+    PG_DIR=""
+}

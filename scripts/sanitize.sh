@@ -14,6 +14,9 @@ ensure_packages
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 repeat=${SANITIZE_REPEAT:-3}
+# The PostgreSQL job store's tests need a server: a throwaway one.
+start_postgres off
+trap stop_postgres EXIT
 sanitizers=${SANITIZERS:-thread address}
 record=$FANOUT_ROOT/.run/sanitize.md
 mkdir -p .run

@@ -1,3 +1,4 @@
+import Crypto
 import FanoutEngine
 
 #if canImport(Glibc)
@@ -120,5 +121,27 @@ public struct Job: Sendable {
         writer.string(
             "\(time.tm_year + 1900)-\(two(time.tm_mon + 1))-\(two(time.tm_mday))T"
                 + "\(two(time.tm_hour)):\(two(time.tm_min)):\(two(time.tm_sec)).\(fraction)Z")
+    }
+}
+
+extension Job {
+    /// A fresh job id: 128 random bits in lowercase hex.
+    public static func newID() -> String {
+        randomHex(bytes: 16)
+    }
+
+    /// What an idempotency key's replay compares: the SHA-256 of the body, in hex.
+    static func bodyHash(_ body: [UInt8]) -> String {
+        SHA256.hash(data: body).map { String($0 >> 4, radix: 16) + String($0 & 0x0F, radix: 16) }.joined()
+    }
+
+    static func randomHex(bytes count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        var text = ""
+        for _ in 0..<count {
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            text += String(byte >> 4, radix: 16) + String(byte & 0x0F, radix: 16)
+        }
+        return text
     }
 }

@@ -8,9 +8,10 @@ import NIOConcurrencyHelpers
 /// of responders that died.
 ///
 /// Every responder process has one. A job accepted is never lost: it waits in the store until
-/// some process claims it; a process that dies mid-job stops sending heartbeats (or is seen to be
-/// gone), and any other process, or the next one started, reports the job `failed` with the
-/// code `interrupted`.
+/// some process claims it; a process that dies mid-job is seen to be gone (its lock or
+/// heartbeats stop), and any other process, or the next one started, reports the job `failed`
+/// with the code `interrupted`. A responder that the others stopped seeing as alive stops its
+/// jobs without storing their outcome: they are reported interrupted, never finished twice.
 public final class JobManager: Sendable {
     /// Limits and timings; every field has a default.
     public struct Configuration: Sendable {
@@ -28,8 +29,10 @@ public final class JobManager: Sendable {
         public var maximumResultBytes = 16 * 1024 * 1024
         /// How often the store is checked for jobs queued by other processes.
         public var pollInterval: Duration = .milliseconds(250)
-        /// How often running jobs are marked alive (and checked for cancellation by other processes).
-        public var heartbeatInterval: Duration = .seconds(1)
+        /// How often running jobs are marked alive, cancellations made elsewhere are looked for
+        /// (the fallback when the store does not announce them), and responders that are gone are
+        /// looked for.
+        public var heartbeatInterval: Duration = .milliseconds(500)
         /// A running job whose heartbeat is older than this, in seconds, is declared interrupted.
         public var staleAfterSeconds: Double = 10
         /// How often expired jobs are removed.
@@ -43,6 +46,10 @@ public final class JobManager: Sendable {
 
     private struct State {
         var running: [String: Task<Void, Never>] = [:]
+        /// Who this responder is to the store; a new one after its liveness was lost.
+        var owner = JobOwner.current()
+        /// Whether the store knows `owner` as alive; no job is claimed otherwise.
+        var attached = false
         var stopping = false
         var waiter: CheckedContinuation<Void, Never>?
         var wakePending = false
@@ -53,14 +60,13 @@ public final class JobManager: Sendable {
     }
 
     /// The store this manager works on.
-    public let store: JobStore
+    public let store: any JobStore
     public let configuration: Configuration
     private let decoder: BatchDecoder
-    private let owner = JobStore.Owner.current()
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
 
-    public init(store: JobStore, decoder: BatchDecoder, configuration: Configuration, logger: Logger) {
+    public init(store: any JobStore, decoder: BatchDecoder, configuration: Configuration, logger: Logger) {
         self.store = store
         self.decoder = decoder
         self.configuration = configuration
@@ -69,10 +75,59 @@ public final class JobManager: Sendable {
 
     /// Starts claiming and running jobs, and the heartbeat, recovery and retention sweeps.
     public func start() {
-        Self.liveOwners.withLockedValue { _ = $0.insert(owner.token) }
         state.withLockedValue { state in
-            state.loops = [Task { await self.workLoop() }, Task { await self.maintenanceLoop() }]
+            state.loops = [
+                Task {
+                    await self.attach()
+                    await self.workLoop()
+                },
+                Task { await self.maintenanceLoop() },
+            ]
         }
+    }
+
+    private var owner: JobOwner { state.withLockedValue { $0.owner } }
+
+    /// Makes this responder known to the store, retrying until it is or shutdown begins.
+    private func attach() async {
+        var delay = Duration.milliseconds(100)
+        while !isStopping {
+            let owner = owner
+            let events = JobStoreEvents(
+                workQueued: { [weak self] in self?.wake() },
+                cancelRequested: { [weak self] id in
+                    _ = self?.state.withLockedValue { $0.running[id] }?.cancel()
+                },
+                ownershipLost: { [weak self] in self?.ownershipLost(owner) })
+            do {
+                try await store.attach(owner, events: events)
+                state.withLockedValue { $0.attached = true }
+                wake()
+                return
+            } catch {
+                logger.error("could not attach to the job store", metadata: ["error": "\(error)"])
+                try? await DeadlineScheduler.shared.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+
+    /// The others no longer see `lost` as alive: its running jobs are theirs to report
+    /// interrupted. Stop them (``run(_:as:)`` stores nothing for them), then attach again as a new
+    /// owner.
+    private func ownershipLost(_ lost: JobOwner) {
+        let tasks = state.withLockedValue { state -> [Task<Void, Never>]? in
+            guard state.owner == lost, !state.stopping else { return nil }
+            state.owner = .current()
+            state.attached = false
+            return Array(state.running.values)
+        }
+        guard let tasks else { return }
+        logger.error(
+            "this responder lost its liveness in the job store; stopping its jobs",
+            metadata: ["running": "\(tasks.count)"])
+        for task in tasks { task.cancel() }
+        Task { await self.attach() }
     }
 
     /// Jobs this process is running now.
@@ -82,7 +137,7 @@ public final class JobManager: Sendable {
 
     // MARK: Requests
 
-    /// Queues a validated batch (see ``JobStore/submit(body:taskCount:idempotencyKey:maximumPending:now:id:pinnedTo:)``).
+    /// Queues a validated batch (see ``JobStore/submit(body:taskCount:idempotencyKey:maximumPending:now:id:pinnedTo:client:maximumPendingForClient:)``).
     ///
     /// - Parameter context: what the batch's operations know of its request. Its headers (the
     ///   credentials `http` tasks forward) are never stored: a job that has any runs only in this
@@ -93,7 +148,7 @@ public final class JobManager: Sendable {
         body: [UInt8], taskCount: Int, idempotencyKey: String?, context: RequestContext = .none,
         client: String? = nil
     ) async throws -> JobStore.Submission {
-        let id = JobStore.newJobID()
+        let id = Job.newID()
         let pinned = !context.headers.isEmpty
         // Kept before the job exists, so that this process never runs it without its context.
         // Only for pinned jobs: any process may run the others, and the context would stay here.
@@ -126,7 +181,7 @@ public final class JobManager: Sendable {
     /// (at once when it is this process). Waits up to `wait` for a running job to end.
     public func cancel(
         _ id: String, client: String? = nil, wait: Duration = .seconds(2)
-    ) async throws -> JobStore.CancelOutcome {
+    ) async throws -> JobCancellation {
         let decoder = decoder
         let outcome = try await store.cancel(
             id, now: Self.now(), retention: configuration.retentionSeconds, client: client
@@ -165,44 +220,46 @@ public final class JobManager: Sendable {
         while runningCount > 0 { try? await DeadlineScheduler.shared.sleep(for: .milliseconds(10)) }
         for task in loops { task.cancel() }
         for task in loops { await task.value }
-        Self.liveOwners.withLockedValue { _ = $0.remove(owner.token) }
+        await store.detach(owner)
     }
-
-    /// The owners of the managers running in this process (one, outside tests).
-    private static let liveOwners = NIOLockedValueBox<Set<String>>([])
 
     // MARK: Running jobs
 
     private func workLoop() async {
         while !isStopping {
-            while !isStopping, runningCount < configuration.maximumRunning {
-                let claim: JobStore.Claim?
+            // Only as many as there are free slots: the others stay for other responders.
+            let (owner, free) = state.withLockedValue { state in
+                (state.owner, state.attached ? configuration.maximumRunning - state.running.count : 0)
+            }
+            if free > 0 {
                 do {
-                    claim = try await store.claimNext(owner: owner, now: Self.now())
+                    let claims = try await store.claim(owner: owner, limit: free, now: Self.now())
+                    state.withLockedValue { state in
+                        for claim in claims {
+                            state.running[claim.id] = Task {
+                                await self.run(claim, as: owner)
+                                _ = self.state.withLockedValue { $0.running.removeValue(forKey: claim.id) }
+                                self.wake()
+                            }
+                        }
+                    }
+                    // All slots taken: there may be more; look again at once.
+                    if claims.count == free { continue }
                 } catch {
                     logger.error("could not claim a job", metadata: ["error": "\(error)"])
-                    break
-                }
-                guard let claim else { break }
-                state.withLockedValue { state in
-                    state.running[claim.id] = Task {
-                        await self.run(claim)
-                        _ = self.state.withLockedValue { $0.running.removeValue(forKey: claim.id) }
-                        self.wake()
-                    }
                 }
             }
             await waitForWake(timeout: configuration.pollInterval)
         }
     }
 
-    private func run(_ claim: JobStore.Claim) async {
+    private func run(_ claim: JobClaim, as owner: JobOwner) async {
         let context = state.withLockedValue { $0.contexts.removeValue(forKey: claim.id) }
         if claim.isPinned, context == nil {
             // Cannot happen (a pinned job is claimed only by the process that holds its context),
             // but running it without its credentials would send unauthenticated calls.
             let failure = TaskError(code: "credentials_unavailable", message: "the job's forwarded request headers are gone")
-            await finish(claim.id, status: .failed, outcome: JobStore.Outcome(counts: .init()), error: failure)
+            await finish(claim.id, as: owner, status: .failed, outcome: JobOutcome(counts: .init()), error: failure)
             return
         }
         let batch: Batch
@@ -211,7 +268,7 @@ public final class JobManager: Sendable {
         } catch {
             // Valid when accepted; the server's limits may have changed since.
             let failure = TaskError(code: "invalid_request", message: "the batch is not valid under the current limits")
-            await finish(claim.id, status: .failed, outcome: JobStore.Outcome(counts: .init()), error: failure)
+            await finish(claim.id, as: owner, status: .failed, outcome: JobOutcome(counts: .init()), error: failure)
             return
         }
         let clock = ContinuousClock()
@@ -230,27 +287,34 @@ public final class JobManager: Sendable {
         let result = await BatchRunner.run(
             batch, cancellationCause: { [self] in isStopping ? .shutdown : .clientGone }, onResults: recordProgress)
         // Encoded once, here, outside the store's write transaction.
-        let outcome = JobStore.Outcome(result)
-        if Task.isCancelled, isStopping {
+        let outcome = JobOutcome(result)
+        if owner != self.owner {
+            // The others declared this responder gone: the job is theirs to report interrupted,
+            // and storing an outcome here would end it twice.
+            logger.warning("job stopped: its outcome is left to the responders that saw this one gone",
+                metadata: ["job": "\(claim.id)"])
+        } else if Task.isCancelled, isStopping {
             let error = TaskError(code: "interrupted", message: "the responder stopped before the job finished")
-            await finish(claim.id, status: .failed, outcome: outcome, error: error)
+            await finish(claim.id, as: owner, status: .failed, outcome: outcome, error: error)
         } else if Task.isCancelled {
-            await finish(claim.id, status: .cancelled, outcome: outcome, error: nil)
+            await finish(claim.id, as: owner, status: .cancelled, outcome: outcome, error: nil)
         } else if (outcome.results?.count ?? 0) > configuration.maximumResultBytes {
             let error = TaskError(
                 code: "result_too_large",
                 message: "the results are larger than the \(configuration.maximumResultBytes) bytes a job may store")
-            await finish(claim.id, status: .failed, outcome: JobStore.Outcome(counts: outcome.counts), error: error)
+            await finish(claim.id, as: owner, status: .failed, outcome: JobOutcome(counts: outcome.counts), error: error)
         } else {
-            await finish(claim.id, status: JobStatus(result.status), outcome: outcome, error: nil)
+            await finish(claim.id, as: owner, status: JobStatus(result.status), outcome: outcome, error: nil)
         }
     }
 
-    private func finish(_ id: String, status: JobStatus, outcome: JobStore.Outcome, error: TaskError?) async {
+    private func finish(
+        _ id: String, as owner: JobOwner, status: JobStatus, outcome: JobOutcome, error: TaskError?
+    ) async {
         do {
             // A cancelled job's task is cancelled too, and GRDB refuses to start work for a
             // cancelled task: store the outcome from a task of its own.
-            let (store, owner, retention) = (store, owner, configuration.retentionSeconds)
+            let (store, retention) = (store, configuration.retentionSeconds)
             try await Task {
                 try await store.finish(
                     id, owner: owner, status: status, outcome: outcome, error: error, now: Self.now(),
@@ -288,16 +352,8 @@ public final class JobManager: Sendable {
 
     private func recover() async throws {
         let decoder = decoder
-        let owner = owner
         let ended = try await store.recoverAbandoned(
-            staleBefore: Self.now() - configuration.staleAfterSeconds, now: Self.now(),
-            retention: configuration.retentionSeconds,
-            isAlive: { pid, token in
-                // With this process's PID, only the managers alive here count: another token is a
-                // previous process that had the same PID (a restarted container, say).
-                if pid == owner.pid { return Self.liveOwners.withLockedValue { $0.contains(token) } }
-                return kill(pid, 0) == 0 || errno == EPERM
-            },
+            now: Self.now(), staleAfter: configuration.staleAfterSeconds, retention: configuration.retentionSeconds,
             interruptedResults: { body, error in
                 (try? decoder.decode(body)).map { BatchResult.allCancelled($0, error: error) }
             })

@@ -47,7 +47,7 @@ public final class FanoutApplication: Sendable {
         configuration.transport.maximumBodyBytes = configuration.service.maximumBodyBytes
         self.configuration = configuration
         self.logger = logger
-        let store = try configuration.dataDirectory.map { try JobStore(directory: $0) }
+        let store = try configuration.dataDirectory.map { try SQLiteJobStore(directory: $0) }
         // One client for every `http` task, on event loops of its own.
         upstreamClient = UpstreamClient(upstreams: configuration.upstreams)
         var registry = registry ?? .builtIns(limits: configuration.service.limits)
@@ -66,7 +66,7 @@ public final class FanoutApplication: Sendable {
             "listening",
             metadata: [
                 "socket": "\(server.listenerDescription)",
-                "jobs": "\(service.jobs.map { $0.store.path } ?? "disabled")",
+                "jobs": "\(service.jobs.map { $0.store.location } ?? "disabled")",
                 "upstreams": "\(upstreamClient.upstreamNames.joined(separator: ","))",
             ])
     }

@@ -37,7 +37,7 @@ public final class FanoutService: FastCGIHandler {
     ///   - jobs: the store of asynchronous batches and its configuration, to enable them.
     public init(
         configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger,
-        jobs: (store: JobStore, configuration: JobManager.Configuration)? = nil
+        jobs: (store: any JobStore, configuration: JobManager.Configuration)? = nil
     ) {
         self.configuration = configuration
         let registry = registry ?? .builtIns(limits: configuration.limits)

@@ -35,7 +35,7 @@ final class JobRoutesTests {
         FanoutService(
             configuration: FanoutService.Configuration(),
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
-            jobs: (try JobStore(directory: directory), JobManager.Configuration()))
+            jobs: (try SQLiteJobStore(directory: directory), JobManager.Configuration()))
     }
 
     let batch = #"{"tasks":[{"id":"a","op":"echo","input":1}]}"#

@@ -18,6 +18,11 @@ if ! "$SCHEMATHESIS_VENV/bin/st" --version 2>/dev/null | grep -q 4.32.5; then
 fi
 log "building"
 swift build --build-tests
+# A throwaway PostgreSQL for the PostgreSQL job store's tests and the multi-host test; the tests
+# fail, loudly, when it cannot be started.
+log "starting a throwaway PostgreSQL"
+start_postgres off
+trap stop_postgres EXIT
 log "unit tests"
 swift test --skip-build
 log "harness"
