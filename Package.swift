@@ -91,6 +91,7 @@ let package = Package(
                 "FastCGI",
                 "FanoutEngine",
                 "FanoutHTTP",
+                "FanoutJobs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -124,6 +124,7 @@ postgres_bin() {
         bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
     fi
     [ -n "$bin" ] && [ -x "$bin/initdb" ] || { log "no PostgreSQL server programs (initdb) after installing postgresql"; return 1; }
+    command -v psql >/dev/null 2>&1 || ensure_packages postgresql-client >&2
     echo "$bin"
 }
 

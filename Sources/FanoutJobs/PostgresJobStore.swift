@@ -129,7 +129,11 @@ public final class PostgresJobStore: JobStore {
         var configuration = url.configuration
         configuration.options.maximumConnections = max(3, maximumConnections)
         configuration.options.minimumConnections = 0
-        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        // The pool's own chatter (connection attempts, leases before `run()` began) stays out of
+        // the log; what matters reaches it as this store's errors.
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .error)
+        client = PostgresClient(configuration: configuration, backgroundLogger: poolLogger)
         let client = client
         // The pool works only while `run()` does; it returns when the store is closed.
         clientTask = Task { await client.run() }

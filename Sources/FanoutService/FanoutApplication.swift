@@ -4,6 +4,7 @@ import FanoutHTTP
 import FanoutJobs
 import FastCGI
 import Logging
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
     import Glibc
@@ -22,6 +23,12 @@ public final class FanoutApplication: Sendable {
         /// Where asynchronous jobs are stored (SQLite), shared by every responder using the same
         /// directory; `nil` disables asynchronous jobs.
         public var dataDirectory: String? = ".run/data"
+        /// Where asynchronous jobs are stored when shared by several hosts: a PostgreSQL database.
+        /// Takes precedence over `dataDirectory`.
+        public var databaseURL: DatabaseURL?
+        /// The most connections this responder opens to that database (two of them held, for its
+        /// liveness lock and for notifications).
+        public var databaseConnections = 10
         /// Asynchronous job limits and timings.
         public var jobs = JobManager.Configuration()
         /// The APIs `http` tasks may call; none by default.
@@ -47,7 +54,12 @@ public final class FanoutApplication: Sendable {
         configuration.transport.maximumBodyBytes = configuration.service.maximumBodyBytes
         self.configuration = configuration
         self.logger = logger
-        let store = try configuration.dataDirectory.map { try SQLiteJobStore(directory: $0) }
+        let store: (any JobStore)?
+        if let url = configuration.databaseURL {
+            store = try Self.openPostgres(url, connections: configuration.databaseConnections, logger: logger)
+        } else {
+            store = try configuration.dataDirectory.map { try SQLiteJobStore(directory: $0) }
+        }
         // One client for every `http` task, on event loops of its own.
         upstreamClient = UpstreamClient(upstreams: configuration.upstreams)
         var registry = registry ?? .builtIns(limits: configuration.service.limits)
@@ -56,6 +68,24 @@ public final class FanoutApplication: Sendable {
             configuration: configuration.service, registry: registry, logger: logger,
             jobs: store.map { ($0, configuration.jobs) })
         server = try FastCGIServer(configuration: configuration.transport, handler: service, logger: logger)
+    }
+
+    /// Connects to PostgreSQL and migrates its schema, from this synchronous start-up.
+    private static func openPostgres(_ url: DatabaseURL, connections: Int, logger: Logger) throws -> PostgresJobStore {
+        let opened = NIOLockedValueBox<Result<PostgresJobStore, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do {
+                let store = try await PostgresJobStore(url: url, maximumConnections: connections, logger: logger)
+                opened.withLockedValue { $0 = .success(store) }
+            } catch {
+                opened.withLockedValue { $0 = .failure(error) }
+            }
+            done.signal()
+        }
+        // The main thread, not one of Swift's pool: waiting here blocks no task.
+        done.wait()
+        return try opened.withLockedValue { $0! }.get()
     }
 
     /// Starts serving.
@@ -85,6 +115,7 @@ public final class FanoutApplication: Sendable {
             let grace = configuration.shutdownGrace
             Task {
                 await jobs.shutdown(grace: grace)
+                await jobs.store.close()
                 done.signal()
             }
             jobsStopped = done

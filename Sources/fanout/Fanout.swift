@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLinux
 import FanoutHTTP
+import FanoutJobs
 import FanoutService
 import FastCGI
 import Foundation
@@ -85,6 +86,18 @@ struct Fanout: ParsableCommand {
             "Directory of the asynchronous job store (SQLite), shared by responders that name the same one; \"none\" disables jobs. [FANOUT_DATA_DIR, default .run/data]"
     )
     var dataDir: String?
+
+    @Option(
+        help:
+            "PostgreSQL database of the asynchronous job store, shared by every host that names it (postgres://USER:PASSWORD@HOST:PORT/DB, or postgres://USER@/DB?host=/socket/dir); replaces --data-dir. [FANOUT_DATABASE_URL]"
+    )
+    var databaseURL: String?
+
+    @Option(
+        help:
+            "Most connections to that database, two of them held (liveness lock, notifications). [FANOUT_DATABASE_CONNECTIONS, default 10]"
+    )
+    var databaseConnections: Int?
 
     @Option(help: "How long finished jobs are kept, in seconds. [FANOUT_JOB_RETENTION_SECONDS, default 86400]")
     var jobRetentionSeconds: Int?
@@ -260,6 +273,16 @@ struct Fanout: ParsableCommand {
         if let dataDirectory = try Settings.string(dataDir, "FANOUT_DATA_DIR") {
             configuration.dataDirectory = dataDirectory == "none" ? nil : dataDirectory
         }
+        if let url = try Settings.string(databaseURL, "FANOUT_DATABASE_URL") {
+            do {
+                configuration.databaseURL = try DatabaseURL(url)
+            } catch {
+                throw ValidationError("FANOUT_DATABASE_URL / --database-url: \(error)")
+            }
+        }
+        configuration.databaseConnections = try Settings.integer(
+            databaseConnections, "FANOUT_DATABASE_CONNECTIONS", default: configuration.databaseConnections,
+            range: 3...1000)
         var jobs = configuration.jobs
         jobs.retentionSeconds = Double(
             try Settings.integer(

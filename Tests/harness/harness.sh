@@ -395,6 +395,7 @@ source "$(dirname "$0")/clients-phase.sh"
 source "$(dirname "$0")/overload-phase.sh"
 source "$(dirname "$0")/schemathesis-phase.sh"
 source "$(dirname "$0")/hostile-phase.sh"
+source "$(dirname "$0")/multihost-phase.sh"
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 4: responses match openapi.yaml"
