@@ -1,5 +1,5 @@
 # The two set-up commands of the README, plus the benchmark.
-.PHONY: run test bench build sanitize fuzz soak
+.PHONY: run test bench bench-jobs build sanitize fuzz soak
 
 ## Serve Fanout on http://127.0.0.1:$(PORT) (default 8080) behind nginx, until Ctrl-C.
 run:
@@ -12,6 +12,10 @@ test:
 ## Fanout against the C libfcgi floor and a Node.js peer; writes BENCHMARKS.md (BENCH_SMOKE=1: short run).
 bench:
 	bash bench/run.sh
+
+## The asynchronous job path: PostgreSQL with three hosts, and SQLite (part of make bench).
+bench-jobs:
+	bash bench/jobs.sh
 
 ## The unit tests under ThreadSanitizer and AddressSanitizer (SANITIZERS="thread" for one).
 sanitize:

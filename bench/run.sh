@@ -17,3 +17,5 @@ cc -O2 -o .run/fcgi-floor bench/floor.c -lfcgi -lpthread
 OUTPUT=$FANOUT_ROOT
 [ "${BENCH_SMOKE:-0}" = 1 ] && OUTPUT=$FANOUT_ROOT/.run/bench-smoke
 python3 bench/bench.py "$BINARY" "$FANOUT_ROOT/.run/fcgi-floor" "$OUTPUT"
+# The job path last: its section goes into the BENCHMARKS.md written above.
+bash bench/jobs.sh

@@ -107,7 +107,7 @@ struct Fanout: ParsableCommand {
     )
     var maxPendingJobs: Int?
 
-    @Option(help: "Jobs this responder runs at once. [FANOUT_MAX_RUNNING_JOBS, default 4]")
+    @Option(help: "Jobs this responder runs at once; 0 accepts jobs but leaves running them to other responders. [FANOUT_MAX_RUNNING_JOBS, default 4]")
     var maxRunningJobs: Int?
 
     @Option(help: "Largest stored results of one job, in bytes. [FANOUT_MAX_JOB_RESULT_BYTES, default 16777216]")
@@ -294,7 +294,7 @@ struct Fanout: ParsableCommand {
             maxPendingJobsPerClient, "FANOUT_MAX_PENDING_JOBS_PER_CLIENT", default: jobs.maximumPendingPerClient,
             range: 1...10_000_000)
         jobs.maximumRunning = try Settings.integer(
-            maxRunningJobs, "FANOUT_MAX_RUNNING_JOBS", default: jobs.maximumRunning, range: 1...1024)
+            maxRunningJobs, "FANOUT_MAX_RUNNING_JOBS", default: jobs.maximumRunning, range: 0...1024)
         jobs.maximumResultBytes = try Settings.integer(
             maxJobResultBytes, "FANOUT_MAX_JOB_RESULT_BYTES", default: jobs.maximumResultBytes,
             range: 1024...(1 << 30))
