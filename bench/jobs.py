@@ -16,14 +16,11 @@ Writes its section into OUTPUT_DIR/BENCHMARKS.md between <!-- jobs --> markers.
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
-import http.client
 
 BINARY, OUTPUT, SERVER_URL, PG_BIN, PG_DATA, SECONDS = sys.argv[1:7]
 SECONDS = int(SECONDS)
@@ -48,106 +45,14 @@ def psql(name, sql):
     return out.stdout.strip()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from cluster import Cluster  # noqa: E402
 
 
-class Cluster:
-    """Fanout hosts (spawn-fcgi, one socket each) behind one nginx; /hostN/ reaches host N alone."""
-
-    def __init__(self, environments):
-        self.environments = environments
-        self.procs = []
-        self.port = free_port()
-        for index, env in enumerate(environments):
-            self.procs.append(self.start_host(index, env))
-        self.nginx = self.start_nginx()
-
-    def socket(self, index):
-        return f"{RUN}/host{index}.sock"
-
-    def start_host(self, index, extra):
-        path = self.socket(index)
-        if os.path.exists(path):
-            os.unlink(path)
-        env = dict(os.environ, FANOUT_LOG_LEVEL="warning", FANOUT_MAX_PENDING_JOBS="100000000", **extra)
-        log_file = open(f"{RUN}/host{index}.log", "a")
-        proc = subprocess.Popen(["spawn-fcgi", "-s", path, "-M", "0660", "-b", "4096", "-n", "--", BINARY],
-                                env=env, stdout=subprocess.DEVNULL, stderr=log_file)
-        for _ in range(400):
-            if os.path.exists(path):
-                return proc
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise SystemExit(f"host {index} did not start; see {RUN}/host{index}.log")
-
-    def start_nginx(self):
-        servers = "\n".join(f"server unix:{self.socket(i)};" for i in range(len(self.procs)))
-        pinned = "\n".join(f"""location /host{i}/ {{
-                rewrite ^/host{i}(/.*)$ $1 break;
-                include /etc/nginx/fastcgi_params;
-                fastcgi_pass unix:{self.socket(i)};
-            }}""" for i in range(len(self.procs)))
-        user = "user root;" if os.getuid() == 0 else ""
-        conf = f"""worker_processes 1;
-daemon off;
-pid {RUN}/nginx.pid;
-error_log {RUN}/nginx.log warn;
-{user}
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {RUN}/body; fastcgi_temp_path {RUN}/fastcgi; proxy_temp_path {RUN}/proxy;
-    uwsgi_temp_path {RUN}/uwsgi; scgi_temp_path {RUN}/scgi;
-    upstream fanout {{ {servers} keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{ include /etc/nginx/fastcgi_params; fastcgi_pass fanout; fastcgi_keep_conn on; }}
-        {pinned}
-    }}
-}}
-"""
-        with open(f"{RUN}/nginx.conf", "w") as f:
-            f.write(conf)
-        nginx = "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "nginx"
-        proc = subprocess.Popen([nginx, "-p", RUN, "-c", f"{RUN}/nginx.conf"], stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                if self.call("GET", "/healthz")[0] == 200:
-                    return proc
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise SystemExit("nginx did not start")
-
-    def call(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            data = json.dumps(body).encode() if body is not None else None
-            h = {"Content-Type": "application/json"} if data else {}
-            h.update(headers or {})
-            conn.request(method, path, body=data, headers=h)
-            response = conn.getresponse()
-            text = response.read()
-            return response.status, (json.loads(text) if text else None)
-        finally:
-            conn.close()
-
-    def stop(self):
-        self.nginx.send_signal(signal.SIGQUIT)
-        self.nginx.wait()
-        for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def start_hosts(environments):
+    """The hosts of one phase: quiet, and with no limit on pending jobs."""
+    return Cluster(BINARY, RUN, environments,
+                 base_env={"FANOUT_LOG_LEVEL": "warning", "FANOUT_MAX_PENDING_JOBS": "100000000"})
 
 
 def wrk_submissions(port, seconds, connections):
@@ -192,7 +97,7 @@ def main():
     psql("postgres", "DROP DATABASE IF EXISTS bench_jobs")
     psql("postgres", "CREATE DATABASE bench_jobs")
     pg = {"FANOUT_DATABASE_URL": database_url("bench_jobs")}
-    cluster = Cluster([dict(pg, FANOUT_MAX_RUNNING_JOBS="8") for _ in range(HOSTS)])
+    cluster = start_hosts([dict(pg, FANOUT_MAX_RUNNING_JOBS="8") for _ in range(HOSTS)])
     log(f"PostgreSQL: submissions through nginx over {HOSTS} hosts, {SECONDS} s, {CONNECTIONS} connections")
     samples = []
     outcome = {}
@@ -221,7 +126,7 @@ def main():
         SELECT md5(n::text), 'queued', convert_to('{body}', 'UTF8'), '', 1, n FROM generate_series(1, {count}) AS n""")
     psql("bench_jobs", "VACUUM ANALYZE fanout_jobs")
     start = time.time()
-    cluster = Cluster([dict(pg, FANOUT_MAX_RUNNING_JOBS="64") for _ in range(HOSTS)])
+    cluster = start_hosts([dict(pg, FANOUT_MAX_RUNNING_JOBS="64") for _ in range(HOSTS)])
     ready = time.time()
     deadline = ready + 300
     while time.time() < deadline:
@@ -238,7 +143,7 @@ def main():
     # 3. Submit-to-start: on the accepting host, and on another (host 0 runs no jobs).
     log("PostgreSQL: submit-to-start latency, same host and another host")
     psql("bench_jobs", "TRUNCATE fanout_jobs; TRUNCATE fanout_hosts")
-    cluster = Cluster([dict(pg, FANOUT_MAX_RUNNING_JOBS="0")] + [dict(pg, FANOUT_MAX_RUNNING_JOBS="8")] * 2)
+    cluster = start_hosts([dict(pg, FANOUT_MAX_RUNNING_JOBS="0")] + [dict(pg, FANOUT_MAX_RUNNING_JOBS="8")] * 2)
     time.sleep(0.5)
     latencies = {}
     samples_per_side = max(50, min(500, SECONDS * 5))
@@ -262,7 +167,7 @@ def main():
     log(f"SQLite: submissions through nginx, one host, {SECONDS} s, {CONNECTIONS} connections")
     data = os.path.join(RUN, "sqlite-data")
     subprocess.run(["rm", "-rf", data])
-    cluster = Cluster([{"FANOUT_DATA_DIR": data, "FANOUT_MAX_RUNNING_JOBS": "8"}])
+    cluster = start_hosts([{"FANOUT_DATA_DIR": data, "FANOUT_MAX_RUNNING_JOBS": "8"}])
     results["sqlite_submit"] = wrk_submissions(cluster.port, SECONDS, CONNECTIONS)
     cluster.stop()
 

@@ -17,13 +17,11 @@ job uses. Meanwhile a host is SIGKILLed several times and restarted. Checked at 
 Prints one line per finding and a JSON summary; exits 1 when a check fails. Loops are bounded.
 """
 import calendar
-import http.client
 import http.server
 import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -60,123 +58,9 @@ upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counter)
 upstream.daemon_threads = True
 threading.Thread(target=upstream.serve_forever, daemon=True).start()
 
-# ---- hosts -----------------------------------------------------------------------------------
-procs: dict[int, subprocess.Popen] = {}
-
-
-def socket_path(i: int) -> str:
-    return f"{RUN_DIR}/host{i}.sock"
-
-
-def start_host(i: int) -> None:
-    path = socket_path(i)
-    if os.path.exists(path):
-        os.unlink(path)
-    env = dict(os.environ)
-    env.update(
-        FANOUT_DATABASE_URL=DATABASE_URL,
-        FANOUT_UPSTREAMS=f"count=http://127.0.0.1:{upstream.server_address[1]}",
-        FANOUT_MAX_RUNNING_JOBS="16",
-        FANOUT_LOG_LEVEL="notice",
-        FANOUT_SHUTDOWN_GRACE_SECONDS="5",
-    )
-    log = open(f"{RUN_DIR}/host{i}.log", "a")
-    procs[i] = subprocess.Popen(
-        ["spawn-fcgi", "-s", path, "-M", "0660", "-b", "1024", "-n", "--", BINARY],
-        env=env, stdout=subprocess.DEVNULL, stderr=log)
-    for _ in range(200):
-        if os.path.exists(path):
-            return
-        if procs[i].poll() is not None:
-            break
-        time.sleep(0.05)
-    raise SystemExit(f"host {i} did not start; see {RUN_DIR}/host{i}.log")
-
-
-def free_port() -> int:
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-PORT = free_port()
-
-
-def start_nginx() -> subprocess.Popen:
-    servers = "\n".join(f"server unix:{socket_path(i)} max_fails=0;" for i in range(HOSTS))
-    pinned = "\n".join(
-        f"""location /host{i}/ {{
-                rewrite ^/host{i}(/.*)$ $1 break;
-                include /etc/nginx/fastcgi_params;
-                fastcgi_pass unix:{socket_path(i)};
-            }}""" for i in range(HOSTS))
-    user = "user root;" if os.getuid() == 0 else ""
-    conf = f"""
-worker_processes 1;
-daemon off;
-pid {RUN_DIR}/nginx-multihost.pid;
-error_log {RUN_DIR}/nginx-multihost.log warn;
-{user}
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {RUN_DIR}/mh-body;
-    fastcgi_temp_path {RUN_DIR}/mh-fastcgi;
-    proxy_temp_path {RUN_DIR}/mh-proxy;
-    uwsgi_temp_path {RUN_DIR}/mh-uwsgi;
-    scgi_temp_path {RUN_DIR}/mh-scgi;
-    upstream fanout {{
-        {servers}
-        keepalive 16;
-    }}
-    server {{
-        listen 127.0.0.1:{PORT};
-        location / {{
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass fanout;
-            fastcgi_keep_conn on;
-            # A host that is down refuses the connection: nginx tries the next one.
-            fastcgi_next_upstream error timeout;
-        }}
-        {pinned}
-    }}
-}}
-"""
-    path = f"{RUN_DIR}/nginx-multihost.conf"
-    with open(path, "w") as f:
-        f.write(conf)
-    nginx = "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "nginx"
-    proc = subprocess.Popen([nginx, "-p", RUN_DIR, "-c", path], stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            status, _ = call("GET", "/healthz")
-            if status == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit("nginx did not start")
-
-
-def call(method: str, path: str, body: dict | None = None, headers: dict | None = None):
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        h = {"Content-Type": "application/json"} if data else {}
-        h.update(headers or {})
-        conn.request(method, path, body=data, headers=h)
-        response = conn.getresponse()
-        text = response.read()
-        try:
-            return response.status, json.loads(text) if text else None
-        except ValueError:
-            return response.status, None
-    finally:
-        conn.close()
-
+# ---- hosts ----------------------------------------------------------------------------------
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from cluster import Cluster  # noqa: E402
 
 # ---- the run ---------------------------------------------------------------------------------
 failures: list[str] = []
@@ -188,9 +72,14 @@ def check(ok: bool, what: str) -> None:
         failures.append(what)
 
 
-for i in range(HOSTS):
-    start_host(i)
-nginx = start_nginx()
+cluster = Cluster(BINARY, RUN_DIR, [{}] * HOSTS, base_env={
+    "FANOUT_DATABASE_URL": DATABASE_URL,
+    "FANOUT_UPSTREAMS": f"count=http://127.0.0.1:{upstream.server_address[1]}",
+    "FANOUT_MAX_RUNNING_JOBS": "16",
+    "FANOUT_LOG_LEVEL": "notice",
+    "FANOUT_SHUTDOWN_GRACE_SECONDS": "5",
+})
+call = cluster.call
 
 accepted: dict[str, str] = {}  # job id -> token
 accepted_lock = threading.Lock()
@@ -233,12 +122,12 @@ start = time.time()
 for k in range(KILLS):
     time.sleep(SECONDS / (KILLS + 1))
     victim = random.randrange(HOSTS)
-    procs[victim].send_signal(signal.SIGKILL)
-    procs[victim].wait()
+    cluster.procs[victim].send_signal(signal.SIGKILL)
+    cluster.procs[victim].wait()
     kills.append((time.time(), victim))
     print(f"  ..    killed host {victim} at +{time.time() - start:.1f}s", flush=True)
     time.sleep(1)
-    start_host(victim)
+    cluster.restart(victim)
 time.sleep(max(0, SECONDS - (time.time() - start)))
 stop.set()
 for t in threads:
@@ -319,14 +208,6 @@ summary = {
 }
 print("  ..    " + json.dumps(summary), flush=True)
 
-nginx.send_signal(signal.SIGQUIT)
-nginx.wait()
-for proc in procs.values():
-    proc.send_signal(signal.SIGTERM)
-for proc in procs.values():
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+cluster.stop()
 upstream.shutdown()
 sys.exit(1 if failures else 0)
