@@ -52,7 +52,7 @@ from cluster import Cluster  # noqa: E402
 def start_hosts(environments):
     """The hosts of one phase: quiet, and with no limit on pending jobs."""
     return Cluster(BINARY, RUN, environments,
-                 base_env={"FANOUT_LOG_LEVEL": "warning", "FANOUT_MAX_PENDING_JOBS": "100000000"})
+                 base_env={"FANOUT_LOG_LEVEL": "warning", "FANOUT_MAX_PENDING_JOBS": "10000000"})
 
 
 def wrk_submissions(port, seconds, connections):
@@ -113,6 +113,7 @@ def main():
     results["pg_submit"] = outcome
     ratios = [dead / live for live, dead in samples if live > 1000]
     results["dead_ratio_max"] = max(ratios) if ratios else 0.0
+    results["dead_ratio_last"] = ratios[-1] if ratios else 0.0
     results["dead_samples"] = len(ratios)
     results["pg_jobs"] = int(psql("bench_jobs", "SELECT count(*) FROM fanout_jobs"))
     cluster.stop()
@@ -202,8 +203,9 @@ def write(r):
         f"{verdict(lat['other']['p50_ms'] <= 5 and lat['other']['p99_ms'] <= 25)} |",
         f"| claim-and-complete, 3 hosts × 64 slots | {r['claim_rate']:,.0f} jobs/s ({r['claim_count']:,} jobs; "
         f"claimed more than once: {r['claim_twice']}) | ≥ 10,000/s | {verdict(r['claim_rate'] >= 10000)} |",
-        f"| dead rows / live rows in the jobs table during the submission phase | max {r['dead_ratio_max']:.1%} "
-        f"({r['dead_samples']} samples, {r['pg_jobs']:,} jobs) | < 20% | {verdict(r['dead_ratio_max'] < 0.2)} |",
+        f"| dead rows / live rows in the jobs table during the submission phase (every 5 s) | max "
+        f"{r['dead_ratio_max']:.1%}, last {r['dead_ratio_last']:.1%} ({r['dead_samples']} samples, {r['pg_jobs']:,} "
+        f"jobs; autovacuum_naptime 5 s) | < 20% | {verdict(r['dead_ratio_max'] < 0.2)} |",
         f"| SQLite, 1 host: durable submissions/s through nginx | {sq['rate']:,.0f}/s (p50 {sq['p50_ms']:.2f} ms, "
         f"p99 {sq['p99_ms']:.2f} ms, non-2xx {sq['non_2xx']}) | ≥ 3,000/s | {verdict(sq['rate'] >= 3000)} |",
         "",

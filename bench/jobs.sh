@@ -12,7 +12,9 @@ BINARY="$(swift build -c release --show-bin-path)/fanout"
 OUTPUT=$FANOUT_ROOT
 seconds=${BENCH_JOBS_SECONDS:-60}
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then OUTPUT=$FANOUT_ROOT/.run/bench-smoke; seconds=${BENCH_JOBS_SECONDS:-5}; fi
+# autovacuum_naptime 5 s, as docs/multi-host.md recommends for a busy job table (the default,
+# one minute, lets a queue's dead rows pile up between passes).
 log "starting a throwaway PostgreSQL (fsync on)"
-start_postgres on
+start_postgres on -c autovacuum_naptime=5s
 trap stop_postgres EXIT
 python3 bench/jobs.py "$BINARY" "$OUTPUT" "$FANOUT_TEST_DATABASE_URL" "$PG_BIN" "$PG_DIR" "$seconds"

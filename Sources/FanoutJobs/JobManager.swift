@@ -50,6 +50,8 @@ public final class JobManager: Sendable {
         var owner = JobOwner.current()
         /// Whether the store knows `owner` as alive; no job is claimed otherwise.
         var attached = false
+        /// Slots held for jobs being submitted here, to be started here once stored.
+        var reserved = 0
         var stopping = false
         var waiter: CheckedContinuation<Void, Never>?
         var wakePending = false
@@ -137,7 +139,8 @@ public final class JobManager: Sendable {
 
     // MARK: Requests
 
-    /// Queues a validated batch (see ``JobStore/submit(body:taskCount:idempotencyKey:maximumPending:now:id:pinnedTo:client:maximumPendingForClient:)``).
+    /// Queues a validated batch (see ``JobStore/submit(body:taskCount:idempotencyKey:maximumPending:now:id:pinnedTo:client:maximumPendingForClient:startedBy:)``),
+    /// and starts it at once when this process has a free slot.
     ///
     /// - Parameter context: what the batch's operations know of its request. Its headers (the
     ///   credentials `http` tasks forward) are never stored: a job that has any runs only in this
@@ -153,23 +156,61 @@ public final class JobManager: Sendable {
         // Kept before the job exists, so that this process never runs it without its context.
         // Only for pinned jobs: any process may run the others, and the context would stay here.
         if pinned { state.withLockedValue { $0.contexts[id] = context } }
+        // With a free slot here, the job is stored as started by this process and runs at once:
+        // no claim (and its flush) to wait for, no other process involved.
+        let starter = state.withLockedValue { state -> JobOwner? in
+            guard state.attached, !state.stopping,
+                state.running.count + state.reserved < configuration.maximumRunning
+            else { return nil }
+            state.reserved += 1
+            return state.owner
+        }
         let submission: JobStore.Submission
         do {
             submission = try await store.submit(
                 body: body, taskCount: taskCount, idempotencyKey: idempotencyKey,
                 maximumPending: configuration.maximumPending, now: Self.now(), id: id,
                 pinnedTo: pinned ? owner : nil, client: client,
-                maximumPendingForClient: client == nil ? .max : configuration.maximumPendingPerClient)
+                maximumPendingForClient: client == nil ? .max : configuration.maximumPendingPerClient,
+                startedBy: starter)
         } catch {
-            _ = state.withLockedValue { $0.contexts.removeValue(forKey: id) }
+            state.withLockedValue { state in
+                state.contexts.removeValue(forKey: id)
+                if starter != nil { state.reserved -= 1 }
+            }
             throw error
         }
-        if case .created = submission {
+        switch submission {
+        case .created(let job) where job.status == .running:
+            // Stored as this process's: if this process lost its liveness meanwhile, the job is
+            // the others' to report interrupted, like any other of its jobs.
+            state.withLockedValue { state in
+                state.reserved -= 1
+                if let starter, starter == state.owner {
+                    start(JobClaim(id: id, body: body, isPinned: pinned), as: starter, in: &state)
+                }
+            }
+        case .created:
+            if starter != nil { state.withLockedValue { $0.reserved -= 1 } }
             wake()
-        } else {
-            _ = state.withLockedValue { $0.contexts.removeValue(forKey: id) }
+        default:
+            state.withLockedValue { state in
+                state.contexts.removeValue(forKey: id)
+                if starter != nil { state.reserved -= 1 }
+            }
+            // The reserved slot is free again.
+            if starter != nil { wake() }
         }
         return submission
+    }
+
+    /// Runs a claimed job in a task of its own, recorded in `state.running` until it ends.
+    private func start(_ claim: JobClaim, as owner: JobOwner, in state: inout State) {
+        state.running[claim.id] = Task {
+            await self.run(claim, as: owner)
+            _ = self.state.withLockedValue { $0.running.removeValue(forKey: claim.id) }
+            self.wake()
+        }
     }
 
     /// The job `id`, unless unknown or expired, or (when `client` is given) another client's.
@@ -229,19 +270,16 @@ public final class JobManager: Sendable {
         while !isStopping {
             // Only as many as there are free slots: the others stay for other responders.
             let (owner, free) = state.withLockedValue { state in
-                (state.owner, state.attached ? configuration.maximumRunning - state.running.count : 0)
+                (
+                    state.owner,
+                    state.attached ? configuration.maximumRunning - state.running.count - state.reserved : 0
+                )
             }
             if free > 0 {
                 do {
                     let claims = try await store.claim(owner: owner, limit: free, now: Self.now())
                     state.withLockedValue { state in
-                        for claim in claims {
-                            state.running[claim.id] = Task {
-                                await self.run(claim, as: owner)
-                                _ = self.state.withLockedValue { $0.running.removeValue(forKey: claim.id) }
-                                self.wake()
-                            }
-                        }
+                        for claim in claims { start(claim, as: owner, in: &state) }
                     }
                     // All slots taken: there may be more; look again at once.
                     if claims.count == free { continue }

@@ -41,10 +41,12 @@ public protocol JobStore: AnyObject, Sendable {
     ///   - client: the client the job belongs to, when clients are kept apart: its idempotency
     ///     key is its own, and only it sees the job.
     ///   - maximumPendingForClient: the most jobs queued or running for `client`.
+    ///   - startedBy: the owner that starts the job itself at once (it has a free slot): the job
+    ///     is stored already claimed by it, `running`, sparing a claim and its flush.
     /// - Returns: the outcome, once it is durable.
     func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double, id: String,
-        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int
+        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?
     ) async throws -> Submission
 
     /// The job `id`, unless unknown or expired, or (when `client` is given) another client's.
@@ -102,14 +104,16 @@ public protocol JobStore: AnyObject, Sendable {
 }
 
 extension JobStore {
-    /// Queues a job any responder may run (see the full form).
+    /// Queues a job (see the full form).
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double,
-        id: String = Job.newID(), pinnedTo: Owner? = nil, client: String? = nil, maximumPendingForClient: Int = .max
+        id: String = Job.newID(), pinnedTo: Owner? = nil, client: String? = nil, maximumPendingForClient: Int = .max,
+        startedBy: Owner? = nil
     ) async throws -> Submission {
         try await submit(
             body: body, taskCount: taskCount, idempotencyKey: idempotencyKey, maximumPending: maximumPending, now: now,
-            id: id, pinnedTo: pinnedTo, client: client, maximumPendingForClient: maximumPendingForClient)
+            id: id, pinnedTo: pinnedTo, client: client, maximumPendingForClient: maximumPendingForClient,
+            startedBy: startedBy)
     }
 
     /// The job `id`, whoever's it is.
@@ -138,6 +142,16 @@ struct SubmitRequest: Sendable {
     let pinnedTo: JobOwner?
     let client: String?
     let maximumPendingForClient: Int
+    let startedBy: JobOwner?
+}
+
+extension SubmitRequest {
+    /// The job this request creates, as stored.
+    var newJob: Job {
+        Job(
+            id: id, status: startedBy == nil ? .queued : .running, taskCount: taskCount, progress: .init(),
+            createdAt: now, startedAt: startedBy == nil ? nil : now, cancelRequested: false)
+    }
 }
 
 /// What the store tells the responder attached to it.

@@ -111,6 +111,7 @@ public final class PostgresJobStore: JobStore {
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
     private let submissions: NIOLockedValueBox<GroupCommit<SubmitRequest, Submission>?> = .init(nil)
+    private let finishes: NIOLockedValueBox<GroupCommit<FinishRequest, Void>?> = .init(nil)
     /// How often an attached owner heartbeats, and how long it may take at most.
     let heartbeatInterval: Duration
     let heartbeatTimeout: Duration
@@ -149,6 +150,7 @@ public final class PostgresJobStore: JobStore {
             throw error
         }
         submissions.withLockedValue { $0 = GroupCommit { [unowned self] in try await self.insert($0) } }
+        finishes.withLockedValue { $0 = GroupCommit { [unowned self] in try await self.finish($0) } }
         listenerTask.withLockedValue { $0 = Task { await self.listen() } }
     }
 
@@ -379,7 +381,7 @@ public final class PostgresJobStore: JobStore {
 
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double, id: String,
-        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int
+        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?
     ) async throws -> Submission {
         let idempotencyKey = idempotencyKey.map { key in client.map { "\($0)\n\(key)" } ?? key }
         guard let submissions = submissions.withLockedValue({ $0 }) else { throw JobStoreError.closed }
@@ -387,8 +389,9 @@ public final class PostgresJobStore: JobStore {
             SubmitRequest(
                 id: id, body: body, hash: Job.bodyHash(body), taskCount: taskCount, idempotencyKey: idempotencyKey,
                 maximumPending: maximumPending, now: now, pinnedTo: pinnedTo, client: client,
-                maximumPendingForClient: maximumPendingForClient))
-        if case .created = submission { announceWork() }
+                maximumPendingForClient: maximumPendingForClient, startedBy: startedBy))
+        // A job this host starts itself needs no other host.
+        if case .created(let job) = submission, job.status == .queued { announceWork() }
         return submission
     }
 
@@ -456,20 +459,23 @@ public final class PostgresJobStore: JobStore {
                     outcomes.append(try await insertKeyed(request, key: key, connection))
                 } else {
                     batch.append(request)
-                    outcomes.append(.created(Self.queuedJob(request)))
+                    outcomes.append(.created(request.newJob))
                 }
                 pending += 1
             }
             if !batch.ids.isEmpty {
                 try await connection.query(
                     """
-                    INSERT INTO fanout_jobs (id, status, body, body_hash, task_count, created_at, pinned_owner, client)
-                    SELECT id, 'queued', body, body_hash, task_count, created_at, NULLIF(pinned_owner, ''),
-                        NULLIF(client, '')
+                    INSERT INTO fanout_jobs (
+                        id, status, body, body_hash, task_count, created_at, pinned_owner, client, owner, started_at,
+                        claims)
+                    SELECT id, CASE WHEN owner = '' THEN 'queued' ELSE 'running' END, body, body_hash, task_count,
+                        created_at, NULLIF(pinned_owner, ''), NULLIF(client, ''), NULLIF(owner, ''),
+                        CASE WHEN owner = '' THEN NULL ELSE created_at END, CASE WHEN owner = '' THEN 0 ELSE 1 END
                     FROM unnest(\(batch.ids)::text[], \(batch.bodies)::bytea[], \(batch.hashes)::text[],
                         \(batch.taskCounts)::bigint[], \(batch.createdAt)::float8[], \(batch.pinnedOwners)::text[],
-                        \(batch.clients)::text[])
-                        AS t(id, body, body_hash, task_count, created_at, pinned_owner, client)
+                        \(batch.clients)::text[], \(batch.starters)::text[])
+                        AS t(id, body, body_hash, task_count, created_at, pinned_owner, client, owner)
                     """, logger: logger)
             }
             state.withLockedValue { $0.knownPending = pending }
@@ -487,6 +493,7 @@ public final class PostgresJobStore: JobStore {
         /// Empty strings for none: arrays of optionals are not encodable.
         var pinnedOwners: [String] = []
         var clients: [String] = []
+        var starters: [String] = []
 
         mutating func append(_ request: SubmitRequest) {
             ids.append(request.id)
@@ -496,6 +503,7 @@ public final class PostgresJobStore: JobStore {
             createdAt.append(request.now)
             pinnedOwners.append(request.pinnedTo?.token ?? "")
             clients.append(request.client ?? "")
+            starters.append(request.startedBy?.token ?? "")
         }
     }
 
@@ -526,25 +534,21 @@ public final class PostgresJobStore: JobStore {
         for try await _ in try await connection.query(
             """
             INSERT INTO fanout_jobs (
-                id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, client)
+                id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, client, owner,
+                started_at, claims)
             VALUES (
-                \(request.id), 'queued', \(ByteBuffer(bytes: request.body)), \(request.hash), \(key),
-                \(request.taskCount), \(request.now), \(request.pinnedTo?.token), \(request.client))
+                \(request.id), \(request.newJob.status.rawValue), \(ByteBuffer(bytes: request.body)), \(request.hash),
+                \(key), \(request.taskCount), \(request.now), \(request.pinnedTo?.token), \(request.client),
+                \(request.startedBy?.token), \(request.newJob.startedAt), \(request.startedBy == nil ? 0 : 1))
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING 1
             """, logger: logger)
         {
             inserted = true
         }
-        if inserted { return .created(Self.queuedJob(request)) }
+        if inserted { return .created(request.newJob) }
         // Another host committed the key between the look and the insert: its job, then.
         return try await existingJob(key: key, request: request, connection) ?? .keyReused
-    }
-
-    private static func queuedJob(_ request: SubmitRequest) -> Job {
-        Job(
-            id: request.id, status: .queued, taskCount: request.taskCount, progress: .init(), createdAt: request.now,
-            cancelRequested: false)
     }
 
     public func job(_ id: String, now: Double, client: String?) async throws -> Job? {
@@ -655,10 +659,35 @@ public final class PostgresJobStore: JobStore {
         _ id: String, owner: Owner, status: JobStatus, outcome: Outcome, error: TaskError?, now: Double,
         retention: Double
     ) async throws {
-        try await client.withConnection { connection in
-            try await finish(
-                connection, id: id, owner: owner.token, status: status, outcome: outcome, error: error, now: now,
-                retention: retention, fromStatus: "running")
+        guard let finishes = finishes.withLockedValue({ $0 }) else { throw JobStoreError.closed }
+        try await finishes.write(
+            FinishRequest(
+                id: id, owner: owner.token, status: status, outcome: outcome, error: error, now: now,
+                retention: retention))
+    }
+
+    /// One job's outcome, as ``finish(_:owner:status:outcome:error:now:retention:)`` received it.
+    struct FinishRequest: Sendable {
+        let id: String
+        let owner: String
+        let status: JobStatus
+        let outcome: Outcome
+        let error: TaskError?
+        let now: Double
+        let retention: Double
+    }
+
+    /// Outcomes stored together share one transaction and one flush, as submissions do: with
+    /// many short jobs, a flush per job would bound how many end per second.
+    private func finish(_ requests: [FinishRequest]) async throws -> [Void] {
+        try await client.withTransaction(logger: logger) { connection in
+            for request in requests {
+                try await finish(
+                    connection, id: request.id, owner: request.owner, status: request.status,
+                    outcome: request.outcome, error: request.error, now: request.now, retention: request.retention,
+                    fromStatus: "running")
+            }
+            return Array(repeating: (), count: requests.count)
         }
     }
 

@@ -107,7 +107,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double, id: String,
-        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int
+        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?
     ) async throws -> Submission {
         // One key column for all: a client's keys are stored prefixed with its id (ids have no
         // newline), so that two clients' equal keys never meet.
@@ -116,7 +116,7 @@ public final class SQLiteJobStore: JobStore {
             SubmitRequest(
                 id: id, body: body, hash: Job.bodyHash(body), taskCount: taskCount, idempotencyKey: idempotencyKey,
                 maximumPending: maximumPending, now: now, pinnedTo: pinnedTo, client: client,
-                maximumPendingForClient: maximumPendingForClient))
+                maximumPendingForClient: maximumPendingForClient, startedBy: startedBy))
     }
 
     /// How many transactions submissions have been committed in (fewer than submissions when
@@ -168,23 +168,23 @@ public final class SQLiteJobStore: JobStore {
             counts.byClient[client] = mine
             guard mine < request.maximumPendingForClient else { return .clientFull }
         }
+        let starter = request.startedBy
         try db.execute(
             sql: """
                 INSERT INTO jobs (
                     id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, pinned_pid,
-                    client)
-                VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
+                    client, started_at, heartbeat_at, owner, owner_pid, claims)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
-                request.id, Data(request.body), request.hash, request.idempotencyKey, request.taskCount, request.now,
-                request.pinnedTo?.token, request.pinnedTo?.pid, request.client,
+                request.id, starter == nil ? "queued" : "running", Data(request.body), request.hash,
+                request.idempotencyKey, request.taskCount, request.now, request.pinnedTo?.token, request.pinnedTo?.pid,
+                request.client, starter.map { _ in request.now }, starter.map { _ in request.now }, starter?.token,
+                starter?.pid, starter == nil ? 0 : 1,
             ])
         counts.all = pending + 1
         if let client = request.client, let mine = counts.byClient[client] { counts.byClient[client] = mine + 1 }
-        return .created(
-            Job(
-                id: request.id, status: .queued, taskCount: request.taskCount, progress: .init(),
-                createdAt: request.now, cancelRequested: false))
+        return .created(request.newJob)
     }
 
     public func job(_ id: String, now: Double, client: String?) async throws -> Job? {

@@ -169,6 +169,29 @@ struct JobStoreTests {
         }
     }
 
+    @Test("a job submitted as started by its owner is stored running, claimed once, and claimable by no one",
+        arguments: StoreKind.allCases)
+    func startedBySubmitter(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let owner = JobStore.Owner.current()
+            try await store.attach(owner, events: .init())
+            let job = try #require(
+                try await store.submit(
+                    body: twoEchoes, taskCount: 2, idempotencyKey: nil, maximumPending: 10, now: now, startedBy: owner
+                ).createdJob)
+            #expect(job.status == .running)
+            #expect(job.startedAt == now)
+            #expect(try await store.job(job.id, now: now)?.status == .running)
+            #expect(try await store.claim(owner: owner, limit: 5, now: now).isEmpty)
+            #expect(try await store.claims(job.id) == 1)
+            // Its owner finishes it as any claimed job.
+            try await store.finish(
+                job.id, owner: owner, status: .succeeded, outcome: JobStore.Outcome(counts: .init()), error: nil,
+                now: now + 1, retention: 60)
+            #expect(try await store.job(job.id, now: now + 1)?.status == .succeeded)
+        }
+    }
+
     @Test("an idempotency key returns the same job for the same body and refuses a different body", arguments: StoreKind.allCases)
     func idempotency(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
@@ -363,6 +386,30 @@ struct JobManagerTests {
             #expect(cancelled.status == .cancelled)
             #expect(text(cancelled.results).contains(#"{"id":"done","status":"succeeded","output":1,"#))
             #expect(text(cancelled.results).contains(#"{"id":"long","status":"cancelled","#))
+            await manager.shutdown(grace: .seconds(1))
+        }
+    }
+
+    @Test("with a free slot, a job starts where it was submitted, at once; without one it is queued",
+        arguments: StoreKind.allCases)
+    func startsWhereSubmitted(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let manager = manager(store, maximumRunning: 1)
+            manager.start()
+            // Attached once a first job can be claimed.
+            let first = try #require(
+                try await manager.submit(body: body(#"{"tasks":[{"id":"a","op":"echo"}]}"#), taskCount: 1,
+                    idempotencyKey: nil).createdJob)
+            _ = try await awaitJob(manager, first.id) { $0.status.isFinished }
+            let long = body(#"{"tasks":[{"id":"a","op":"sleep","input":{"ms":400}}]}"#)
+            let started = try #require(try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil).createdJob)
+            #expect(started.status == .running)
+            let queued = try #require(try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil).createdJob)
+            #expect(queued.status == .queued)
+            for id in [started.id, queued.id] {
+                #expect(try await awaitJob(manager, id) { $0.status.isFinished }.status == .succeeded)
+                #expect(try await store.claims(id) == 1)
+            }
             await manager.shutdown(grace: .seconds(1))
         }
     }
