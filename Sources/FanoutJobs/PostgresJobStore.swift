@@ -464,19 +464,7 @@ public final class PostgresJobStore: JobStore {
                 pending += 1
             }
             if !batch.ids.isEmpty {
-                try await connection.query(
-                    """
-                    INSERT INTO fanout_jobs (
-                        id, status, body, body_hash, task_count, created_at, pinned_owner, client, owner, started_at,
-                        claims)
-                    SELECT id, CASE WHEN owner = '' THEN 'queued' ELSE 'running' END, body, body_hash, task_count,
-                        created_at, NULLIF(pinned_owner, ''), NULLIF(client, ''), NULLIF(owner, ''),
-                        CASE WHEN owner = '' THEN NULL ELSE created_at END, CASE WHEN owner = '' THEN 0 ELSE 1 END
-                    FROM unnest(\(batch.ids)::text[], \(batch.bodies)::bytea[], \(batch.hashes)::text[],
-                        \(batch.taskCounts)::bigint[], \(batch.createdAt)::float8[], \(batch.pinnedOwners)::text[],
-                        \(batch.clients)::text[], \(batch.starters)::text[])
-                        AS t(id, body, body_hash, task_count, created_at, pinned_owner, client, owner)
-                    """, logger: logger)
+                for try await _ in try await connection.execute(InsertStatement(batch), logger: logger) {}
             }
             state.withLockedValue { $0.knownPending = pending }
             return outcomes
@@ -484,7 +472,7 @@ public final class PostgresJobStore: JobStore {
     }
 
     /// The columns of a multi-row insert, one array each.
-    private struct Insertion {
+    struct Insertion {
         var ids: [String] = []
         var bodies: [ByteBuffer] = []
         var hashes: [String] = []
@@ -611,22 +599,9 @@ public final class PostgresJobStore: JobStore {
     public func claim(owner: Owner, limit: Int, now: Double) async throws -> [Claim] {
         guard limit > 0 else { return [] }
         var claims: [(Claim, Double)] = []
-        for try await (id, body, pinned, created) in try await client.query(
-            """
-            WITH next AS (
-                SELECT id FROM fanout_jobs
-                WHERE status = 'queued' AND (pinned_owner IS NULL OR pinned_owner = \(owner.token))
-                    AND EXISTS (SELECT 1 FROM fanout_hosts WHERE token = \(owner.token))
-                ORDER BY created_at
-                LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE fanout_jobs AS j SET status = 'running', started_at = \(now), owner = \(owner.token),
-                claims = j.claims + 1
-            FROM next WHERE j.id = next.id
-            RETURNING j.id, j.body, j.pinned_owner IS NOT NULL, j.created_at
-            """, logger: logger
-        ).decode((String, ByteBuffer, Bool, Double).self) {
+        for try await (id, body, pinned, created) in try await client.execute(
+            ClaimStatement(owner: owner.token, limit: limit, now: now), logger: logger)
+        {
             claims.append((Claim(id: id, body: Array(body.readableBytesView), isPinned: pinned), created))
         }
         return claims.sorted { $0.1 < $1.1 }.map(\.0)
@@ -696,17 +671,12 @@ public final class PostgresJobStore: JobStore {
         _ connection: PostgresConnection, id: String, owner: String?, status: JobStatus, outcome: Outcome,
         error: TaskError?, now: Double, retention: Double, fromStatus: String
     ) async throws {
-        let counts = outcome.counts
-        try await connection.query(
-            """
-            UPDATE fanout_jobs SET status = \(status.rawValue), finished_at = \(now), expires_at = \(now + retention),
-                results = \(outcome.results.map { ByteBuffer(bytes: $0) }),
-                summary = \(outcome.summary.map { ByteBuffer(bytes: $0) }),
-                succeeded = \(counts.succeeded), failed = \(counts.failed), skipped = \(counts.skipped),
-                cancelled = \(counts.cancelled), error_code = \(error?.code), error_message = \(error?.message),
-                body = ''::bytea
-            WHERE id = \(id) AND status = \(fromStatus) AND (\(owner)::text IS NULL OR owner = \(owner))
-            """, logger: logger)
+        for try await _ in try await connection.execute(
+            FinishStatement(
+                id: id, owner: owner, status: status, outcome: outcome, error: error, now: now, retention: retention,
+                fromStatus: fromStatus),
+            logger: logger)
+        {}
     }
 
     /// A host is gone when nobody holds its advisory lock any more (its connection ended), or its
