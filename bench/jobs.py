@@ -171,14 +171,17 @@ def main():
     time.sleep(0.5)
     latencies = {}
     samples_per_side = max(50, min(500, SECONDS * 5))
-    for label, host in (("same", 1), ("other", 0)):
+    # "sync": the same task in a synchronous batch, the reference: what reaching the upstream
+    # costs without any job machinery.
+    for label, host, prefer in (("sync", 1, {}), ("same", 1, {"Prefer": "respond-async"}),
+                                ("other", 0, {"Prefer": "respond-async"})):
         sent = {}
         for n in range(samples_per_side + 10):
             token = f"{label}{n}"
             job = {"tasks": [{"id": "a", "op": "http", "input": {"upstream": "mark", "path": f"/mark/{token}"}}]}
             started = time.time()
-            status, _ = cluster.call("POST", f"/host{host}/batch", job, {"Prefer": "respond-async"})
-            if status == 202 and n >= 10:  # the first ten open the upstream connections
+            status, _ = cluster.call("POST", f"/host{host}/batch", job, prefer)
+            if status in (200, 202) and n >= 10:  # the first ten open the upstream connections
                 sent[token] = started
             time.sleep(0.01)
         time.sleep(1)
@@ -220,8 +223,11 @@ def write(r):
         f"| PostgreSQL, 3 hosts: durable submissions/s through nginx | {pg['rate']:,.0f}/s (p50 {pg['p50_ms']:.2f} ms, "
         f"p99 {pg['p99_ms']:.2f} ms, non-2xx {pg['non_2xx']}) | ≥ 8,000/s, p99 ≤ 10 ms | "
         f"{verdict(pg['rate'] >= 8000 and pg['p99_ms'] <= 10)} |",
-        f"| submit-to-start (POST sent → first task at an upstream), same host | p50 {lat['same']['p50_ms']:.2f} ms, p99 {lat['same']['p99_ms']:.2f} ms "
-        f"({lat['same']['n']} jobs) | p50 ≤ 1 ms | {verdict(lat['same']['p50_ms'] <= 1)} |",
+        f"| submit-to-start (POST sent → first task at an upstream), same host | p50 {lat['same']['p50_ms']:.2f} ms, "
+        f"p99 {lat['same']['p99_ms']:.2f} ms ({lat['same']['n']} jobs); the same task in a synchronous batch: p50 "
+        f"{lat['sync']['p50_ms']:.2f} ms, so the job path adds {lat['same']['p50_ms'] - lat['sync']['p50_ms']:.2f} ms "
+        f"| p50 ≤ 1 ms | {verdict(lat['same']['p50_ms'] <= 1)} (job path alone: "
+        f"{verdict(lat['same']['p50_ms'] - lat['sync']['p50_ms'] <= 1)}) |",
         f"| submit-to-start, another host (the accepting host runs no jobs) | p50 {lat['other']['p50_ms']:.2f} ms, p99 {lat['other']['p99_ms']:.2f} ms "
         f"({lat['other']['n']} jobs) | p50 ≤ 5 ms, p99 ≤ 25 ms | "
         f"{verdict(lat['other']['p50_ms'] <= 5 and lat['other']['p99_ms'] <= 25)} |",
