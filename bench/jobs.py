@@ -84,6 +84,25 @@ def fdatasync_rate():
     return (float(m.group(1)), int(m.group(2))) if m else (0.0, 0)
 
 
+def cpu_by_program():
+    """CPU seconds used so far by each program (postgres, fanout, nginx, wrk), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)
+            name = fields[0].split("(", 1)[1]
+            rest = fields[1].split()
+            used = (int(rest[11]) + int(rest[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            continue
+        for program in ("postgres", "fanout", "nginx", "wrk"):
+            if name.startswith(program):
+                totals[program] = totals.get(program, 0.0) + used
+    return totals
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else 0.0
@@ -102,6 +121,7 @@ def main():
     log(f"PostgreSQL: submissions through nginx over {HOSTS} hosts, {SECONDS} s, {CONNECTIONS} connections")
     samples = []
     outcome = {}
+    cpu_before, wall_before, children_before = cpu_by_program(), time.time(), os.times()
     thread = threading.Thread(target=lambda: outcome.update(wrk_submissions(cluster.port, SECONDS, CONNECTIONS)))
     thread.start()
     while thread.is_alive():
@@ -111,6 +131,15 @@ def main():
             live, dead = (int(x) for x in row.split("|"))
             samples.append((live, dead))
     thread.join()
+    cpu_after, wall, children_after = cpu_by_program(), time.time() - wall_before, os.times()
+    # Share of the machine's cores each program used during the phase. wrk has ended by now: its
+    # share is what this script's finished children used (wrk, and psql's samples).
+    results["cpu_share"] = {
+        program: (cpu_after.get(program, 0.0) - cpu_before.get(program, 0.0)) / (wall * os.cpu_count())
+        for program in ("postgres", "fanout", "nginx")}
+    children = (children_after.children_user + children_after.children_system
+                - children_before.children_user - children_before.children_system)
+    results["cpu_share"]["wrk"] = children / (wall * os.cpu_count())
     results["pg_submit"] = outcome
     ratios = [dead / live for live, dead in samples if live > 1000]
     results["dead_ratio_max"] = max(ratios) if ratios else 0.0
@@ -238,6 +267,10 @@ def write(r):
         f"jobs; autovacuum_naptime 5 s) | < 20% | {verdict(r['dead_ratio_max'] < 0.2)} |",
         f"| SQLite, 1 host: durable submissions/s through nginx | {sq['rate']:,.0f}/s (p50 {sq['p50_ms']:.2f} ms, "
         f"p99 {sq['p99_ms']:.2f} ms, non-2xx {sq['non_2xx']}) | ≥ 3,000/s | {verdict(sq['rate'] >= 3000)} |",
+        "",
+        "During the PostgreSQL submission phase the machine's CPU went to: "
+        + ", ".join(f"{program} {share:.0%}" for program, share in r["cpu_share"].items())
+        + " (of all cores): CPU, not the disk's flush rate, is what limits these figures here.",
         "",
         "<!-- /jobs -->",
     ]
