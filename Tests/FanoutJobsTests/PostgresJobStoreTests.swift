@@ -103,6 +103,33 @@ struct PostgresJobStoreTests {
         await store.close()
     }
 
+    @Test("an idempotency key holds across hosts: submitted on several at once, it makes one job")
+    func idempotencyAcrossHosts() async throws {
+        let url = try await TestDatabase.create()
+        var hosts: [PostgresJobStore] = []
+        for _ in 0..<3 { hosts.append(try await PostgresJobStore(url: url, logger: quietLogger)) }
+        let outcomes = try await withThrowingTaskGroup(of: JobSubmission.self) { group in
+            for index in 0..<30 {
+                group.addTask { [hosts] in
+                    try await hosts[index % 3].submit(
+                        body: oneSleep, taskCount: 1, idempotencyKey: "same", maximumPending: 100, now: 1)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        var ids = Set<String>()
+        for outcome in outcomes {
+            switch outcome {
+            case .created(let job), .replayed(let job): ids.insert(job.id)
+            default: Issue.record("unexpected outcome \(outcome)")
+            }
+        }
+        #expect(ids.count == 1)
+        #expect(outcomes.compactMap(\.createdJob).count == 1)
+        #expect(try await admin(url, "SELECT count(*)::text FROM fanout_jobs") == ["1"])
+        for host in hosts { await host.close() }
+    }
+
     @Test("retention deletes expired jobs in chunks, every one of them")
     func sweepInChunks() async throws {
         let url = try await TestDatabase.create()
