@@ -53,6 +53,10 @@ public final class JobManager: Sendable {
         /// Slots held for jobs being submitted here, to be started here once stored.
         var reserved = 0
         var stopping = false
+        /// Whether queued jobs may exist that this process has not looked for since: set by
+        /// notifications, by jobs queued here, at each poll, and while claims fill every slot. A
+        /// job ending here frees a slot but says nothing of the queue: it does not cost a claim.
+        var workKnown = true
         var waiter: CheckedContinuation<Void, Never>?
         var wakePending = false
         var loops: [Task<Void, Never>] = []
@@ -96,7 +100,7 @@ public final class JobManager: Sendable {
         while !isStopping {
             let owner = owner
             let events = JobStoreEvents(
-                workQueued: { [weak self] in self?.wake() },
+                workQueued: { [weak self] in self?.wake(work: true) },
                 cancelRequested: { [weak self] id in
                     _ = self?.state.withLockedValue { $0.running[id] }?.cancel()
                 },
@@ -104,7 +108,7 @@ public final class JobManager: Sendable {
             do {
                 try await store.attach(owner, events: events)
                 state.withLockedValue { $0.attached = true }
-                wake()
+                wake(work: true)
                 return
             } catch {
                 logger.error("could not attach to the job store", metadata: ["error": "\(error)"])
@@ -192,7 +196,7 @@ public final class JobManager: Sendable {
             }
         case .created:
             if starter != nil { state.withLockedValue { $0.reserved -= 1 } }
-            wake()
+            wake(work: true)
         default:
             state.withLockedValue { state in
                 state.contexts.removeValue(forKey: id)
@@ -269,21 +273,23 @@ public final class JobManager: Sendable {
     private func workLoop() async {
         while !isStopping {
             // Only as many as there are free slots: the others stay for other responders.
-            let (owner, free) = state.withLockedValue { state in
-                (
-                    state.owner,
-                    state.attached ? configuration.maximumRunning - state.running.count - state.reserved : 0
-                )
+            let (owner, free) = state.withLockedValue { state -> (JobOwner, Int) in
+                let free = state.attached ? configuration.maximumRunning - state.running.count - state.reserved : 0
+                guard free > 0, state.workKnown else { return (state.owner, 0) }
+                // Cleared before the claim: work announced while it runs sets it again.
+                state.workKnown = false
+                return (state.owner, free)
             }
             if free > 0 {
                 do {
                     let claims = try await store.claim(owner: owner, limit: free, now: Self.now())
                     state.withLockedValue { state in
                         for claim in claims { start(claim, as: owner, in: &state) }
+                        // All slots taken: there may be more, for the next free slot.
+                        if claims.count == free { state.workKnown = true }
                     }
-                    // All slots taken: there may be more; look again at once.
-                    if claims.count == free { continue }
                 } catch {
+                    state.withLockedValue { $0.workKnown = true }
                     logger.error("could not claim a job", metadata: ["error": "\(error)"])
                 }
             }
@@ -402,9 +408,12 @@ public final class JobManager: Sendable {
 
     // MARK: Waking the work loop
 
-    /// Makes the work loop look for jobs now: a job was queued here, or one ended.
-    func wake() {
+    /// Makes the work loop look again: jobs may be queued, or a slot freed.
+    ///
+    /// - Parameter work: whether queued jobs may be waiting (rather than only a slot freed).
+    func wake(work: Bool = false) {
         let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            if work { state.workKnown = true }
             guard let waiter = state.waiter else {
                 state.wakePending = true
                 return nil
@@ -416,7 +425,8 @@ public final class JobManager: Sendable {
     }
 
     private func waitForWake(timeout: Duration) async {
-        let timer = DeadlineScheduler.shared.schedule(at: .now + timeout) { [self] in wake() }
+        // Each poll looks at the queue: the fallback for a notification that never came.
+        let timer = DeadlineScheduler.shared.schedule(at: .now + timeout) { [self] in wake(work: true) }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let now = state.withLockedValue { state -> Bool in
                 if state.wakePending || state.stopping {
