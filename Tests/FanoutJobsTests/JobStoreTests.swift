@@ -374,7 +374,10 @@ struct JobManagerTests {
             let work = body(
                 #"{"tasks":[{"id":"done","op":"echo","input":1},{"id":"long","op":"sleep","input":{"ms":10000}}]}"#)
             let job = try #require(try await manager.submit(body: work, taskCount: 2, idempotencyKey: nil).createdJob)
+            // Running, and its first task (an echo) done: a job started where it was submitted is
+            // `running` before any of its tasks ran.
             _ = try await awaitJob(manager, job.id) { $0.status == .running }
+            try await Task.sleep(for: .milliseconds(200))
             let clock = ContinuousClock()
             let start = clock.now
             let outcome = try await manager.cancel(job.id)
@@ -401,6 +404,8 @@ struct JobManagerTests {
                 try await manager.submit(body: body(#"{"tasks":[{"id":"a","op":"echo"}]}"#), taskCount: 1,
                     idempotencyKey: nil).createdJob)
             _ = try await awaitJob(manager, first.id) { $0.status.isFinished }
+            // Its slot is free once its task has ended, just after its outcome was stored.
+            while manager.runningCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
             let long = body(#"{"tasks":[{"id":"a","op":"sleep","input":{"ms":400}}]}"#)
             let started = try #require(try await manager.submit(body: long, taskCount: 1, idempotencyKey: nil).createdJob)
             #expect(started.status == .running)

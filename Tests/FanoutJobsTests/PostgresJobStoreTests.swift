@@ -58,13 +58,20 @@ struct PostgresJobStoreTests {
             WHERE l.locktype = 'advisory' AND h.token = '\(ownerA.token)'
                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             """)
-        let ended = try await hostB.recoverAbandoned(now: 4, staleAfter: 10, retention: 60) { _, _ in nil }
+        // The backend ends, and its lock with it, a moment after pg_terminate_backend returns:
+        // B looks, as hosts do, until it sees A gone (within the 2 s a host is given).
+        let clock = ContinuousClock()
+        var ended: [String] = []
+        let seenBy = clock.now + .seconds(2)
+        while ended.isEmpty, clock.now < seenBy {
+            ended = try await hostB.recoverAbandoned(now: 4, staleAfter: 10, retention: 60) { _, _ in nil }
+            if ended.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+        }
         #expect(ended == [job.id])
         let interrupted = try #require(try await hostB.job(job.id, now: 4))
         #expect(interrupted.status == .failed)
         #expect(interrupted.error?.code == "interrupted")
         // A learns it lost its liveness, and what it stores of the job afterwards is refused.
-        let clock = ContinuousClock()
         let deadline = clock.now + .seconds(5)
         while !lost.withLockedValue({ $0 }), clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(lost.withLockedValue { $0 })
@@ -88,7 +95,8 @@ struct PostgresJobStoreTests {
     @Test("a host that stops heartbeating is declared gone by the database's clock")
     func silentHost() async throws {
         let url = try await TestDatabase.create()
-        let store = try await PostgresJobStore(url: url, logger: quietLogger)
+        // Its own heartbeats would refresh what the test backdates.
+        let store = try await PostgresJobStore(url: url, heartbeatInterval: .seconds(60), logger: quietLogger)
         let owner = JobOwner.current()
         try await store.attach(owner, events: .init())
         _ = try await store.submit(body: oneSleep, taskCount: 1, idempotencyKey: nil, maximumPending: 10, now: 1)
