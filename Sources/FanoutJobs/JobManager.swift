@@ -265,6 +265,10 @@ public final class JobManager: Sendable {
         while runningCount > 0 { try? await DeadlineScheduler.shared.sleep(for: .milliseconds(10)) }
         for task in loops { task.cancel() }
         for task in loops { await task.value }
+        // A claim in flight when shutdown began may have started jobs since: stop those too, so
+        // that they end `interrupted` here rather than when the others see this process gone.
+        for task in state.withLockedValue({ Array($0.running.values) }) { task.cancel() }
+        while runningCount > 0 { try? await DeadlineScheduler.shared.sleep(for: .milliseconds(10)) }
         await store.detach(owner)
     }
 
