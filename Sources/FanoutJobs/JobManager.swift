@@ -184,26 +184,24 @@ public final class JobManager: Sendable {
             }
             throw error
         }
-        switch submission {
-        case .created(let job) where job.status == .running:
-            // Stored as this process's: if this process lost its liveness meanwhile, the job is
-            // the others' to report interrupted, like any other of its jobs.
-            state.withLockedValue { state in
-                state.reserved -= 1
+        state.withLockedValue { state in
+            if starter != nil { state.reserved -= 1 }
+            switch submission {
+            case .created(let job) where job.status == .running:
+                // Stored as this process's: if this process lost its liveness meanwhile, the job
+                // is the others' to report interrupted, like any other of its jobs.
                 if let starter, starter == state.owner {
                     start(JobClaim(id: id, body: body, isPinned: pinned), as: starter, in: &state)
                 }
+            case .created: break
+            default: state.contexts.removeValue(forKey: id)
             }
-        case .created:
-            if starter != nil { state.withLockedValue { $0.reserved -= 1 } }
-            wake(work: true)
-        default:
-            state.withLockedValue { state in
-                state.contexts.removeValue(forKey: id)
-                if starter != nil { state.reserved -= 1 }
-            }
-            // The reserved slot is free again.
-            if starter != nil { wake() }
+        }
+        switch submission {
+        case .created(let job) where job.status == .running: break
+        case .created: wake(work: true)
+        // The slot held for it is free again.
+        default: if starter != nil { wake() }
         }
         return submission
     }

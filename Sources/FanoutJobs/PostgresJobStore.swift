@@ -295,6 +295,7 @@ public final class PostgresJobStore: JobStore {
         _ limit: Duration, _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         let outcome = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+        let timer = NIOLockedValueBox<DeadlineScheduler.Timer?>(nil)
         return try await withCheckedThrowingContinuation { continuation in
             outcome.withLockedValue { $0 = continuation }
             let work = Task {
@@ -304,13 +305,17 @@ public final class PostgresJobStore: JobStore {
                 } catch {
                     result = .failure(error)
                 }
-                outcome.withLockedValue { $0.take() }?.resume(with: result)
+                guard let continuation = outcome.withLockedValue({ $0.take() }) else { return }
+                // In time: the timer has nothing left to do (twice a second per host otherwise).
+                if let pending = timer.withLockedValue({ $0 }) { DeadlineScheduler.shared.cancel(pending) }
+                continuation.resume(with: result)
             }
-            _ = DeadlineScheduler.shared.schedule(at: .now + limit) {
+            let scheduled = DeadlineScheduler.shared.schedule(at: .now + limit) {
                 guard let continuation = outcome.withLockedValue({ $0.take() }) else { return }
                 work.cancel()
                 continuation.resume(throwing: JobStoreError.heartbeatLate)
             }
+            timer.withLockedValue { $0 = scheduled }
         }
     }
 
@@ -358,18 +363,17 @@ public final class PostgresJobStore: JobStore {
             return .zero
         }
         guard let delay else { return }
-        let send: @Sendable () -> Void = { [weak self] in
+        if delay == .zero {
+            Task { try? await notify("w") }
+            return
+        }
+        _ = DeadlineScheduler.shared.schedule(at: clock.now + delay) { [weak self] in
             guard let self else { return }
             self.state.withLockedValue {
                 $0.workNoticeScheduled = false
                 $0.lastWorkNotice = clock.now
             }
             Task { try? await self.notify("w") }
-        }
-        if delay == .zero {
-            Task { try? await notify("w") }
-        } else {
-            _ = DeadlineScheduler.shared.schedule(at: clock.now + delay, send)
         }
     }
 

@@ -1,4 +1,3 @@
-import Crypto
 import FanoutEngine
 import Foundation
 import GRDB
