@@ -8,7 +8,13 @@ echo "phase 9: Schemathesis against openapi.yaml and the live stack"
 ST="${SCHEMATHESIS_VENV:-$FANOUT_ROOT/.run/venv-schemathesis}/bin/st"
 # Short tasks: the server's task limit is also the longest sleep it accepts, and the hooks fit
 # sleeps to it. 250 ms, not 50: with 50 a GET to the upstream on a busy machine became a 504
-# now and then. The upstream of phase 6 serves as "demo".
+# now and then. An upstream of its own serves as "demo" (phase 6 stops its one: calls to a closed
+# port were refused and retried past the task limit, a 504 that depended on the retry jitter).
+UPSTREAM_PORT=$(free_port)
+python3 "$FANOUT_ROOT/Tests/harness/upstream.py" "$UPSTREAM_PORT" 2>>"$RUN_DIR/upstream.log" &
+ST_UPSTREAM_PID=$!
+PIDS="${PIDS:-} $ST_UPSTREAM_PID"
+for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$UPSTREAM_PORT/counts" && break; sleep 0.05; done
 start_stack on FANOUT_MAX_TASK_TIMEOUT_MS=250 FANOUT_UPSTREAMS="demo=http://127.0.0.1:$UPSTREAM_PORT" \
     FANOUT_DATA_DIR="$RUN_DIR/data-schemathesis" || { fail "stack starts"; exit 1; }
 st_run() { # st_run NAME [ARGS...]: one Schemathesis run; its output in $RUN_DIR/schemathesis-NAME.txt
@@ -32,3 +38,4 @@ check "Schemathesis: stateful phase (POST /batch 202 -> GET/DELETE /batch/{id}) 
 check "Schemathesis's stateful phase reached the job resources through the links" \
     grep -qE "API Links: +[1-9][0-9]* covered" "$RUN_DIR/schemathesis-stateful.txt"
 stop_stack
+kill "$ST_UPSTREAM_PID" 2>/dev/null
