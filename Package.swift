@@ -15,6 +15,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/vapor/postgres-nio", exact: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        .package(url: "https://github.com/vapor/console-kit", exact: "4.16.2"),
     ],
     targets: [
         // C boundary: libfcgi, found through pkg-config.
@@ -51,6 +55,7 @@ let package = Package(
                 "FanoutEngine",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -63,6 +68,7 @@ let package = Package(
             dependencies: [
                 "FanoutEngine",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -80,11 +86,15 @@ let package = Package(
                 "FanoutHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // Thin executable: options, logging bootstrap, signals, run.
-        .executableTarget(
-            name: "fanout",
+        // The command line: the settings (each declared once), `fanout serve`, the log format, and
+        // the terminal client (`fanout submit`, `watch`, `status`, `cancel`, `ops`).
+        .target(
+            name: "FanoutCommandLine",
             dependencies: [
                 "CLinux",
                 "FanoutService",
@@ -93,10 +103,18 @@ let package = Package(
                 "FanoutHTTP",
                 "FanoutJobs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ConsoleKitTerminal", package: "console-kit"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // Thin executable: hands the command line to FanoutCommandLine.
+        .executableTarget(
+            name: "fanout",
+            dependencies: ["FanoutCommandLine"]),
         // libFuzzer targets (`make fuzz`): each is an ordinary, do-nothing program in a normal build,
         // and a fuzzer when built with `-sanitize=fuzzer` (scripts/fuzz.sh).
         .target(name: "FuzzSupport", path: "Tests/Fuzz/FuzzSupport"),
@@ -115,6 +133,7 @@ let package = Package(
         .testTarget(name: "FanoutHTTPTests", dependencies: ["FanoutHTTP", "FanoutEngine"]),
         .testTarget(
             name: "FanoutServiceTests", dependencies: ["FanoutService", "FanoutEngine", "FanoutJobs", "FastCGI"]),
+        .testTarget(name: "FanoutCommandLineTests", dependencies: ["FanoutCommandLine", "FanoutService"]),
     ],
     swiftLanguageModes: [.v6]
 )

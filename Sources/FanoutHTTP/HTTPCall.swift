@@ -28,6 +28,8 @@ final class HTTPCall: Sendable {
     private struct State {
         var phase = Phase.idle
         var attempt = 0
+        /// When the attempt in flight was sent, for its duration metric.
+        var attemptStarted = ContinuousClock.now
     }
 
     private let input: HTTPOperation.Input
@@ -102,6 +104,7 @@ final class HTTPCall: Sendable {
             switch state.phase {
             case .idle, .waitingForSlot:
                 state.attempt += 1
+                state.attemptStarted = .now
                 return true
             default:
                 return false
@@ -146,11 +149,13 @@ final class HTTPCall: Sendable {
     }
 
     private func attemptEnded(_ result: Result<HTTPOperation.UpstreamResponse, any Error>) {
-        let attempt = state.withLockedValue { $0.attempt }
+        let (attempt, started) = state.withLockedValue { ($0.attempt, $0.attemptStarted) }
         let failure: RetryPolicy.Failure
         var lastResponse: HTTPOperation.UpstreamResponse?
+        let endpoint = input.endpoint
         switch result {
         case .success(let response):
+            endpoint.attemptEnded(String(response.status), after: .now - started)
             let accepted =
                 input.successStatuses?.contains(response.status) ?? (200...299).contains(response.status)
             if accepted {
@@ -163,7 +168,11 @@ final class HTTPCall: Sendable {
             }
             failure = .status(response.status, retryAfter: retryAfter)
         case .failure(let error):
-            guard let classified = Self.classify(error) else { return }  // cancelled: nobody waits
+            guard let classified = Self.classify(error) else {
+                endpoint.attemptEnded("cancelled", after: .now - started)
+                return  // cancelled: nobody waits
+            }
+            endpoint.attemptEnded(classified.metricLabel, after: .now - started)
             failure = classified
         }
         let decision = RetryPolicy(maximumAttempts: input.maximumAttempts).decide(
@@ -176,6 +185,7 @@ final class HTTPCall: Sendable {
                     HTTPOperation.error(
                         failure, upstream: input.endpoint.upstream, response: lastResponse, attempts: attempt)))
         case .retry(let wait):
+            endpoint.retries.increment()
             let timer = DeadlineScheduler.shared.schedule(at: .now + wait) { [self] in retry() }
             let waiting = state.withLockedValue { state -> Bool in
                 guard case .done = state.phase else {

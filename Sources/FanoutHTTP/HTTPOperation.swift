@@ -211,6 +211,9 @@ public struct HTTPOperation: Operation {
         if let requestID = context.requestID, RequestRules.isValidHeaderValue(requestID) {
             operatorHeaders.append(("x-request-id", requestID))
         }
+        let trace = context.trace ?? TraceContext(continuing: nil, state: nil)
+        operatorHeaders.append(("traceparent", trace.traceparent))
+        if let state = trace.state, RequestRules.isValidHeaderValue(state) { operatorHeaders.append(("tracestate", state)) }
         if let idempotencyKey { operatorHeaders.append(("idempotency-key", idempotencyKey)) }
         headers.removeAll { header in operatorHeaders.contains { $0.name == header.name } }
         if body != nil, !headers.contains(where: { $0.name == "content-type" }) {

@@ -18,6 +18,9 @@ public enum RequestRules {
         if name.hasPrefix("proxy-") { return "is a proxy header and cannot be set by a task" }
         if name.hasPrefix("x-forwarded-") || name == "forwarded" { return "is set by proxies, not by a task" }
         if name == "x-request-id" { return "is set by Fanout to the batch request's id" }
+        if name == "traceparent" || name == "tracestate" {
+            return "is set by Fanout from the batch request's trace context"
+        }
         if name == "idempotency-key" { return "is set from the task's idempotency_key" }
         return nil
     }

@@ -34,6 +34,17 @@ public struct RetryPolicy: Sendable, Equatable {
         case timedOut
         /// The response was larger than allowed.
         case tooLarge
+
+        /// The `status` label of an attempt that failed this way without a response.
+        var metricLabel: String {
+            switch self {
+            case .connectFailed: "connect_failed"
+            case .disconnected: "disconnected"
+            case .status(let status, _): String(status)
+            case .timedOut: "timeout"
+            case .tooLarge: "too_large"
+            }
+        }
     }
 
     /// What to do after a failed attempt.

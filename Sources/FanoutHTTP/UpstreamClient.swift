@@ -1,4 +1,7 @@
 import AsyncHTTPClient
+import CoreMetrics
+import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -12,22 +15,52 @@ public final class UpstreamClient: Sendable {
     let client: HTTPClient
     let group: MultiThreadedEventLoopGroup
 
-    /// One upstream and the slots for its calls.
+    /// One upstream, the slots for its calls, and its metrics.
     final class Endpoint: Sendable {
         let upstream: Upstream
         let limiter: ConnectionLimiter
+        let retries: CoreMetrics.Counter
+        let duration: CoreMetrics.Timer
+        private let factory: any MetricsFactory
+        /// `fanout_upstream_requests_total` by outcome: a status code, or how the attempt failed.
+        private let outcomes = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
 
-        init(_ upstream: Upstream) {
+        init(_ upstream: Upstream, factory: any MetricsFactory) {
             self.upstream = upstream
+            self.factory = factory
             limiter = ConnectionLimiter(limit: upstream.maximumConnections)
+            retries = CoreMetrics.Counter(
+                label: "fanout_upstream_retries_total", dimensions: [("upstream", upstream.name)], factory: factory)
+            duration = CoreMetrics.Timer(
+                label: "fanout_upstream_request_duration_seconds", dimensions: [("upstream", upstream.name)],
+                factory: factory)
+        }
+
+        /// Counts one attempt that ended with `outcome` after `elapsed`.
+        func attemptEnded(_ outcome: String, after elapsed: Duration) {
+            duration.record(duration: elapsed)
+            let counter =
+                outcomes.withLockedValue { $0[outcome] }
+                ?? outcomes.withLockedValue { outcomes in
+                    if let existing = outcomes[outcome] { return existing }
+                    let made = CoreMetrics.Counter(
+                        label: "fanout_upstream_requests_total",
+                        dimensions: [("upstream", upstream.name), ("status", outcome)], factory: factory)
+                    outcomes[outcome] = made
+                    return made
+                }
+            counter.increment()
         }
     }
 
     /// Creates the client for `upstreams`.
     ///
-    /// - Parameter threads: event loops for the upstream connections.
-    public init(upstreams: [Upstream], threads: Int = 2) {
-        endpoints = Dictionary(upstreams.map { ($0.name, Endpoint($0)) }, uniquingKeysWith: { $1 })
+    /// - Parameters:
+    ///   - threads: event loops for the upstream connections.
+    ///   - metricsFactory: where calls, retries and their durations are counted, by upstream.
+    public init(upstreams: [Upstream], threads: Int = 2, metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance) {
+        endpoints = Dictionary(
+            upstreams.map { ($0.name, Endpoint($0, factory: metricsFactory)) }, uniquingKeysWith: { $1 })
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)))

@@ -60,10 +60,12 @@ public struct Job: Sendable {
     public var summary: [UInt8]?
     /// Why the job itself failed (`interrupted`, `result_too_large`, …), if it did.
     public var error: TaskError?
+    /// The id of the request that submitted the job (its `X-Request-Id`), when known.
+    public var requestID: String? = nil
 
     /// The document `GET /batch/{id}` answers with.
     ///
-    /// `{"id", "status", "created_at", "started_at", "finished_at", "expires_at",
+    /// `{"id", "status", "request_id", "created_at", "started_at", "finished_at", "expires_at",
     /// "cancel_requested", "progress": {total, succeeded, failed, skipped, cancelled, pending},
     /// and once finished "results" and "summary", and "error" when the job itself failed}`.
     public func jsonBytes() -> [UInt8] {
@@ -72,6 +74,8 @@ public struct Job: Sendable {
         writer.string(id)
         writer.raw(#","status":"#)
         writer.string(status.rawValue)
+        writer.raw(#","request_id":"#)
+        if let requestID { writer.string(requestID) } else { writer.raw("null") }
         writer.raw(#","created_at":"#)
         Self.writeTime(createdAt, to: &writer)
         writer.raw(#","started_at":"#)

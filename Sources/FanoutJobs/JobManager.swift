@@ -1,3 +1,5 @@
+import CoreMetrics
+import Metrics
 import FanoutEngine
 import Foundation
 import Logging
@@ -53,6 +55,8 @@ public final class JobManager: Sendable {
         /// Slots held for jobs being submitted here, to be started here once stored.
         var reserved = 0
         var stopping = false
+        /// Set by ``endGrace()``.
+        var graceOver = false
         /// Whether queued jobs may exist that this process has not looked for since: set by
         /// notifications, by jobs queued here, at each poll, and while claims fill every slot. A
         /// job ending here frees a slot but says nothing of the queue: it does not cost a claim.
@@ -71,12 +75,42 @@ public final class JobManager: Sendable {
     private let decoder: BatchDecoder
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
+    private let metrics: Metrics
 
-    public init(store: any JobStore, decoder: BatchDecoder, configuration: Configuration, logger: Logger) {
+    /// What the manager reports: store write latency, and every batch it runs.
+    public struct Metrics: Sendable {
+        let submitLatency: CoreMetrics.Timer
+        let claimLatency: CoreMetrics.Timer
+        let finishLatency: CoreMetrics.Timer
+        let batchFinished: @Sendable (Batch, BatchResult) -> Void
+
+        /// Store writes timed into `fanout_job_store_write_duration_seconds{operation}` of
+        /// `factory`; `batchFinished` sees each job's batch and result.
+        public init(factory: any MetricsFactory, batchFinished: @escaping @Sendable (Batch, BatchResult) -> Void) {
+            func timer(_ operation: String) -> CoreMetrics.Timer {
+                CoreMetrics.Timer(
+                    label: "fanout_job_store_write_duration_seconds", dimensions: [("operation", operation)],
+                    factory: factory)
+            }
+            submitLatency = timer("submit")
+            claimLatency = timer("claim")
+            finishLatency = timer("finish")
+            self.batchFinished = batchFinished
+        }
+
+        /// Nothing recorded.
+        public static var none: Metrics { Metrics(factory: NOOPMetricsHandler.instance) { _, _ in } }
+    }
+
+    public init(
+        store: any JobStore, decoder: BatchDecoder, configuration: Configuration, logger: Logger,
+        metrics: Metrics = .none
+    ) {
         self.store = store
         self.decoder = decoder
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Starts claiming and running jobs, and the heartbeat, recovery and retention sweeps.
@@ -159,24 +193,28 @@ public final class JobManager: Sendable {
         let pinned = !context.headers.isEmpty
         // Kept before the job exists, so that this process never runs it without its context.
         // Only for pinned jobs: any process may run the others, and the context would stay here.
-        if pinned { state.withLockedValue { $0.contexts[id] = context } }
         // With a free slot here, the job is stored as started by this process and runs at once:
-        // no claim (and its flush) to wait for, no other process involved.
+        // no claim (and its flush) to wait for, no other process involved; it keeps its context
+        // (the request's trace) too.
         let starter = state.withLockedValue { state -> JobOwner? in
+            if pinned { state.contexts[id] = context }
             guard state.attached, !state.stopping,
                 state.running.count + state.reserved < configuration.maximumRunning
             else { return nil }
             state.reserved += 1
+            state.contexts[id] = context
             return state.owner
         }
         let submission: JobStore.Submission
+        let submitStarted = ContinuousClock.now
+        defer { metrics.submitLatency.record(duration: ContinuousClock.now - submitStarted) }
         do {
             submission = try await store.submit(
                 body: body, taskCount: taskCount, idempotencyKey: idempotencyKey,
                 maximumPending: configuration.maximumPending, now: Self.now(), id: id,
                 pinnedTo: pinned ? owner : nil, client: client,
                 maximumPendingForClient: client == nil ? .max : configuration.maximumPendingPerClient,
-                startedBy: starter)
+                startedBy: starter, requestID: context.requestID)
         } catch {
             state.withLockedValue { state in
                 state.contexts.removeValue(forKey: id)
@@ -191,9 +229,13 @@ public final class JobManager: Sendable {
                 // Stored as this process's: if this process lost its liveness meanwhile, the job
                 // is the others' to report interrupted, like any other of its jobs.
                 if let starter, starter == state.owner {
-                    start(JobClaim(id: id, body: body, isPinned: pinned), as: starter, in: &state)
+                    start(
+                        JobClaim(id: id, body: body, isPinned: pinned, requestID: context.requestID), as: starter,
+                        in: &state)
+                } else {
+                    state.contexts.removeValue(forKey: id)
                 }
-            case .created: break
+            case .created: if !pinned { state.contexts.removeValue(forKey: id) }
             default: state.contexts.removeValue(forKey: id)
             }
         }
@@ -246,8 +288,15 @@ public final class JobManager: Sendable {
         return job.status.isFinished ? .cancelled(job) : .requested(job)
     }
 
-    /// Stops claiming jobs, lets running ones finish for up to `grace`, then cancels the rest;
-    /// those are reported `failed` with the code `interrupted`.
+    /// Ends the grace of a ``shutdown(grace:)`` in progress now: running jobs are cancelled.
+    public func endGrace() {
+        state.withLockedValue { $0.graceOver = true }
+    }
+
+    /// Stops claiming jobs, lets running ones finish for up to `grace` (or until ``endGrace()``),
+    /// then cancels the rest; those are reported `failed` with the code `interrupted`.
+    ///
+    /// Call it from a task that is not cancelled: its waits are short sleeps.
     public func shutdown(grace: Duration) async {
         let loops = state.withLockedValue { state in
             state.stopping = true
@@ -256,7 +305,7 @@ public final class JobManager: Sendable {
         wake()
         let clock = ContinuousClock()
         let deadline = clock.now + grace
-        while runningCount > 0, clock.now < deadline {
+        while runningCount > 0, clock.now < deadline, !state.withLockedValue({ $0.graceOver }) {
             try? await DeadlineScheduler.shared.sleep(for: .milliseconds(20))
         }
         for task in state.withLockedValue({ Array($0.running.values) }) { task.cancel() }
@@ -284,7 +333,9 @@ public final class JobManager: Sendable {
             }
             if free > 0 {
                 do {
+                    let started = ContinuousClock.now
                     let claims = try await store.claim(owner: owner, limit: free, now: Self.now())
+                    metrics.claimLatency.record(duration: ContinuousClock.now - started)
                     state.withLockedValue { state in
                         for claim in claims { start(claim, as: owner, in: &state) }
                         // All slots taken: there may be more, for the next free slot.
@@ -310,7 +361,8 @@ public final class JobManager: Sendable {
         }
         let batch: Batch
         do {
-            batch = try decoder.decode(claim.body, context: context ?? .none)
+            // A job claimed here from the store knows its request's id, not its headers or trace.
+            batch = try decoder.decode(claim.body, context: context ?? RequestContext(requestID: claim.requestID))
         } catch {
             // Valid when accepted; the server's limits may have changed since.
             let failure = TaskError(code: "invalid_request", message: "the batch is not valid under the current limits")
@@ -332,6 +384,7 @@ public final class JobManager: Sendable {
         }
         let result = await BatchRunner.run(
             batch, cancellationCause: { [self] in isStopping ? .shutdown : .clientGone }, onResults: recordProgress)
+        metrics.batchFinished(batch, result)
         // Encoded once, here, outside the store's write transaction.
         let outcome = JobOutcome(result)
         if owner != self.owner {
@@ -361,6 +414,8 @@ public final class JobManager: Sendable {
             // A cancelled job's task is cancelled too, and GRDB refuses to start work for a
             // cancelled task: store the outcome from a task of its own.
             let (store, retention) = (store, configuration.retentionSeconds)
+            let started = ContinuousClock.now
+            defer { metrics.finishLatency.record(duration: ContinuousClock.now - started) }
             try await Task {
                 try await store.finish(
                     id, owner: owner, status: status, outcome: outcome, error: error, now: Self.now(),

@@ -43,10 +43,11 @@ public protocol JobStore: AnyObject, Sendable {
     ///   - maximumPendingForClient: the most jobs queued or running for `client`.
     ///   - startedBy: the owner that starts the job itself at once (it has a free slot): the job
     ///     is stored already claimed by it, `running`, sparing a claim and its flush.
+    ///   - requestID: the id of the request that submitted it, shown in the job document.
     /// - Returns: the outcome, once it is durable.
     func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double, id: String,
-        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?
+        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?, requestID: String?
     ) async throws -> Submission
 
     /// The job `id`, unless unknown or expired, or (when `client` is given) another client's.
@@ -95,6 +96,9 @@ public protocol JobStore: AnyObject, Sendable {
     /// - Returns: how many were removed.
     func sweep(now: Double) async throws -> Int
 
+    /// How many jobs wait to be claimed, over every responder (for `/metrics`).
+    func queuedCount() async throws -> Int
+
     /// How many times the job was claimed: 1 for a job that ran, as every job should.
     func claims(_ id: String) async throws -> Int?
 
@@ -108,12 +112,12 @@ extension JobStore {
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double,
         id: String = Job.newID(), pinnedTo: Owner? = nil, client: String? = nil, maximumPendingForClient: Int = .max,
-        startedBy: Owner? = nil
+        startedBy: Owner? = nil, requestID: String? = nil
     ) async throws -> Submission {
         try await submit(
             body: body, taskCount: taskCount, idempotencyKey: idempotencyKey, maximumPending: maximumPending, now: now,
             id: id, pinnedTo: pinnedTo, client: client, maximumPendingForClient: maximumPendingForClient,
-            startedBy: startedBy)
+            startedBy: startedBy, requestID: requestID)
     }
 
     /// The job `id`, whoever's it is.
@@ -143,6 +147,7 @@ struct SubmitRequest: Sendable {
     let client: String?
     let maximumPendingForClient: Int
     let startedBy: JobOwner?
+    let requestID: String?
 }
 
 extension SubmitRequest {
@@ -150,7 +155,7 @@ extension SubmitRequest {
     var newJob: Job {
         Job(
             id: id, status: startedBy == nil ? .queued : .running, taskCount: taskCount, progress: .init(),
-            createdAt: now, startedAt: startedBy == nil ? nil : now, cancelRequested: false)
+            createdAt: now, startedAt: startedBy == nil ? nil : now, cancelRequested: false, requestID: requestID)
     }
 }
 
@@ -237,6 +242,8 @@ public struct JobClaim: Sendable, Equatable {
     /// Whether the job was pinned to this responder: it needs request headers (credentials)
     /// that only this process holds, in memory.
     public let isPinned: Bool
+    /// The id of the request that submitted the job, sent on its `http` calls.
+    public var requestID: String? = nil
 }
 
 /// What a cancellation request found.

@@ -7,7 +7,7 @@ import PostgresNIO
 extension PostgresJobStore {
     /// Claims up to `limit` of the oldest queued jobs for `owner`, if `owner` is a live host.
     struct ClaimStatement: PostgresPreparedStatement {
-        static let name = "fanout_claim_v1"
+        static let name = "fanout_claim_v2"
         static let sql = """
             WITH next AS (
                 SELECT id FROM fanout_jobs
@@ -19,9 +19,9 @@ extension PostgresJobStore {
             )
             UPDATE fanout_jobs AS j SET status = 'running', started_at = $3, owner = $1, claims = j.claims + 1
             FROM next WHERE j.id = next.id
-            RETURNING j.id, j.body, j.pinned_owner IS NOT NULL, j.created_at
+            RETURNING j.id, j.body, j.pinned_owner IS NOT NULL, j.created_at, j.request_id
             """
-        typealias Row = (String, ByteBuffer, Bool, Double)
+        typealias Row = (String, ByteBuffer, Bool, Double, String?)
 
         var owner: String
         var limit: Int
@@ -85,16 +85,18 @@ extension PostgresJobStore {
 
     /// Queues (or stores as started by their submitter) the jobs of one group, in one statement.
     struct InsertStatement: PostgresPreparedStatement {
-        static let name = "fanout_insert_v1"
+        static let name = "fanout_insert_v2"
         static let sql = """
             INSERT INTO fanout_jobs (
-                id, status, body, body_hash, task_count, created_at, pinned_owner, client, owner, started_at, claims)
+                id, status, body, body_hash, task_count, created_at, pinned_owner, client, owner, started_at, claims,
+                request_id)
             SELECT id, CASE WHEN owner = '' THEN 'queued' ELSE 'running' END, body, body_hash, task_count,
                 created_at, NULLIF(pinned_owner, ''), NULLIF(client, ''), NULLIF(owner, ''),
-                CASE WHEN owner = '' THEN NULL ELSE created_at END, CASE WHEN owner = '' THEN 0 ELSE 1 END
+                CASE WHEN owner = '' THEN NULL ELSE created_at END, CASE WHEN owner = '' THEN 0 ELSE 1 END,
+                NULLIF(request_id, '')
             FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bigint[], $5::float8[], $6::text[], $7::text[],
-                $8::text[])
-                AS t(id, body, body_hash, task_count, created_at, pinned_owner, client, owner)
+                $8::text[], $9::text[])
+                AS t(id, body, body_hash, task_count, created_at, pinned_owner, client, owner, request_id)
             """
         typealias Row = Void
 
@@ -114,6 +116,7 @@ extension PostgresJobStore {
             bindings.append(rows.pinnedOwners)
             bindings.append(rows.clients)
             bindings.append(rows.starters)
+            bindings.append(rows.requestIDs)
             return bindings
         }
 

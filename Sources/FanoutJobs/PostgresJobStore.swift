@@ -82,7 +82,9 @@ public final class PostgresJobStore: JobStore {
             )
             """,
             "CREATE SEQUENCE fanout_host_keys AS integer MINVALUE 1 CYCLE",
-        ]
+        ],
+        // The id of the request that submitted the job, for the job document and its calls.
+        ["ALTER TABLE fanout_jobs ADD COLUMN request_id text"],
     ]
 
     private struct Attachment {
@@ -385,7 +387,7 @@ public final class PostgresJobStore: JobStore {
 
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double, id: String,
-        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?
+        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?, requestID: String?
     ) async throws -> Submission {
         let idempotencyKey = idempotencyKey.map { key in client.map { "\($0)\n\(key)" } ?? key }
         guard let submissions = submissions.withLockedValue({ $0 }) else { throw JobStoreError.closed }
@@ -393,7 +395,7 @@ public final class PostgresJobStore: JobStore {
             SubmitRequest(
                 id: id, body: body, hash: Job.bodyHash(body), taskCount: taskCount, idempotencyKey: idempotencyKey,
                 maximumPending: maximumPending, now: now, pinnedTo: pinnedTo, client: client,
-                maximumPendingForClient: maximumPendingForClient, startedBy: startedBy))
+                maximumPendingForClient: maximumPendingForClient, startedBy: startedBy, requestID: requestID))
         // A job this host starts itself needs no other host.
         if case .created(let job) = submission, job.status == .queued { announceWork() }
         return submission
@@ -486,6 +488,7 @@ public final class PostgresJobStore: JobStore {
         var pinnedOwners: [String] = []
         var clients: [String] = []
         var starters: [String] = []
+        var requestIDs: [String] = []
 
         mutating func append(_ request: SubmitRequest) {
             ids.append(request.id)
@@ -496,6 +499,7 @@ public final class PostgresJobStore: JobStore {
             pinnedOwners.append(request.pinnedTo?.token ?? "")
             clients.append(request.client ?? "")
             starters.append(request.startedBy?.token ?? "")
+            requestIDs.append(request.requestID ?? "")
         }
     }
 
@@ -527,11 +531,12 @@ public final class PostgresJobStore: JobStore {
             """
             INSERT INTO fanout_jobs (
                 id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, client, owner,
-                started_at, claims)
+                started_at, claims, request_id)
             VALUES (
                 \(request.id), \(request.newJob.status.rawValue), \(ByteBuffer(bytes: request.body)), \(request.hash),
                 \(key), \(request.taskCount), \(request.now), \(request.pinnedTo?.token), \(request.client),
-                \(request.startedBy?.token), \(request.newJob.startedAt), \(request.startedBy == nil ? 0 : 1))
+                \(request.startedBy?.token), \(request.newJob.startedAt), \(request.startedBy == nil ? 0 : 1),
+                \(request.requestID))
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING 1
             """, logger: logger)
@@ -603,10 +608,11 @@ public final class PostgresJobStore: JobStore {
     public func claim(owner: Owner, limit: Int, now: Double) async throws -> [Claim] {
         guard limit > 0 else { return [] }
         var claims: [(Claim, Double)] = []
-        for try await (id, body, pinned, created) in try await client.execute(
+        for try await (id, body, pinned, created, requestID) in try await client.execute(
             ClaimStatement(owner: owner.token, limit: limit, now: now), logger: logger)
         {
-            claims.append((Claim(id: id, body: Array(body.readableBytesView), isPinned: pinned), created))
+            claims.append(
+                (Claim(id: id, body: Array(body.readableBytesView), isPinned: pinned, requestID: requestID), created))
         }
         return claims.sorted { $0.1 < $1.1 }.map(\.0)
     }
@@ -743,6 +749,17 @@ public final class PostgresJobStore: JobStore {
         }
     }
 
+    /// How many jobs wait to be claimed, over every host.
+    public func queuedCount() async throws -> Int {
+        var count = 0
+        for try await value in try await client.query(
+            "SELECT count(*)::bigint FROM fanout_jobs WHERE status = 'queued'", logger: logger
+        ).decode(Int.self) {
+            count = value
+        }
+        return count
+    }
+
     /// Deletes expired jobs 1,000 at a time, so that no transaction holds many rows or runs long,
     /// and at most 100,000 per call; the rest wait for the next sweep.
     public func sweep(now: Double) async throws -> Int {
@@ -778,7 +795,7 @@ public final class PostgresJobStore: JobStore {
     /// The columns ``job(_:)`` reads.
     private static let columns = """
         id, status, task_count, created_at, started_at, finished_at, expires_at, cancel_requested, succeeded, failed,
-        skipped, cancelled, results, summary, error_code, error_message, body_hash
+        skipped, cancelled, results, summary, error_code, error_message, body_hash, request_id
         """
 
     private static func job(_ row: PostgresRow) throws -> (job: Job, hash: String) {
@@ -801,7 +818,8 @@ public final class PostgresJobStore: JobStore {
             cancelRequested: try row["cancel_requested"].decode(Bool.self),
             results: try row["results"].decode(ByteBuffer?.self).map { Array($0.readableBytesView) },
             summary: try row["summary"].decode(ByteBuffer?.self).map { Array($0.readableBytesView) },
-            error: try errorCode.map { TaskError(code: $0, message: try row["error_message"].decode(String?.self) ?? "") })
+            error: try errorCode.map { TaskError(code: $0, message: try row["error_message"].decode(String?.self) ?? "") },
+            requestID: try row["request_id"].decode(String?.self))
         return (job, try row["body_hash"].decode(String.self))
     }
 }

@@ -82,6 +82,10 @@ public final class SQLiteJobStore: JobStore {
                     CREATE INDEX jobs_by_client ON jobs(client, status) WHERE client IS NOT NULL;
                     """)
         }
+        // The id of the request that submitted the job, for the job document and its calls.
+        migrator.registerMigration("v4-request-ids") { db in
+            try db.execute(sql: "ALTER TABLE jobs ADD COLUMN request_id TEXT")
+        }
         return migrator
     }
 
@@ -106,7 +110,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func submit(
         body: [UInt8], taskCount: Int, idempotencyKey: String?, maximumPending: Int, now: Double, id: String,
-        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?
+        pinnedTo: Owner?, client: String?, maximumPendingForClient: Int, startedBy: Owner?, requestID: String?
     ) async throws -> Submission {
         // One key column for all: a client's keys are stored prefixed with its id (ids have no
         // newline), so that two clients' equal keys never meet.
@@ -115,7 +119,7 @@ public final class SQLiteJobStore: JobStore {
             SubmitRequest(
                 id: id, body: body, hash: Job.bodyHash(body), taskCount: taskCount, idempotencyKey: idempotencyKey,
                 maximumPending: maximumPending, now: now, pinnedTo: pinnedTo, client: client,
-                maximumPendingForClient: maximumPendingForClient, startedBy: startedBy))
+                maximumPendingForClient: maximumPendingForClient, startedBy: startedBy, requestID: requestID))
     }
 
     /// How many transactions submissions have been committed in (fewer than submissions when
@@ -172,14 +176,14 @@ public final class SQLiteJobStore: JobStore {
             sql: """
                 INSERT INTO jobs (
                     id, status, body, body_hash, idempotency_key, task_count, created_at, pinned_owner, pinned_pid,
-                    client, started_at, heartbeat_at, owner, owner_pid, claims)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    client, started_at, heartbeat_at, owner, owner_pid, claims, request_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 request.id, starter == nil ? "queued" : "running", Data(request.body), request.hash,
                 request.idempotencyKey, request.taskCount, request.now, request.pinnedTo?.token, request.pinnedTo?.pid,
                 request.client, starter.map { _ in request.now }, starter.map { _ in request.now }, starter?.token,
-                starter?.pid, starter == nil ? 0 : 1,
+                starter?.pid, starter == nil ? 0 : 1, request.requestID,
             ])
         counts.all = pending + 1
         if let client = request.client, let mine = counts.byClient[client] { counts.byClient[client] = mine + 1 }
@@ -250,12 +254,16 @@ public final class SQLiteJobStore: JobStore {
                         claims = claims + 1
                     WHERE id IN (
                         SELECT id FROM jobs WHERE status = 'queued' AND \(Self.claimable) ORDER BY created_at LIMIT ?)
-                    RETURNING id, body, pinned_owner, created_at
+                    RETURNING id, body, pinned_owner, created_at, request_id
                     """,
                 arguments: [now, now, owner.token, owner.pid, owner.token, limit]
             )
             .sorted { ($0["created_at"] as Double) < ($1["created_at"] as Double) }
-            .map { Claim(id: $0["id"], body: Array($0["body"] as Data), isPinned: ($0["pinned_owner"] as String?) != nil) }
+            .map {
+                Claim(
+                    id: $0["id"], body: Array($0["body"] as Data), isPinned: ($0["pinned_owner"] as String?) != nil,
+                    requestID: $0["request_id"])
+            }
         }
     }
 
@@ -364,6 +372,11 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    /// How many jobs wait to be claimed.
+    public func queuedCount() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE status = 'queued'") ?? 0 }
+    }
+
     /// How many times the job was claimed: 1 for a job that ran, as every job should.
     public func claims(_ id: String) async throws -> Int? {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT claims FROM jobs WHERE id = ?", arguments: [id]) }
@@ -418,6 +431,7 @@ public final class SQLiteJobStore: JobStore {
             cancelRequested: row["cancel_requested"] as Bool,
             results: (row["results"] as Data?).map { Array($0) },
             summary: (row["summary"] as Data?).map { Array($0) },
-            error: errorCode.map { TaskError(code: $0, message: row["error_message"] ?? "") })
+            error: errorCode.map { TaskError(code: $0, message: row["error_message"] ?? "") },
+            requestID: row["request_id"])
     }
 }

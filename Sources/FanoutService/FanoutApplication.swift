@@ -1,16 +1,21 @@
-import Dispatch
 import FanoutEngine
 import FanoutHTTP
 import FanoutJobs
 import FastCGI
 import Logging
 import NIOConcurrencyHelpers
+import ServiceLifecycle
+import UnixSignals
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
-/// The whole responder: the FastCGI transport serving the Fanout service, with graceful shutdown.
+/// The whole responder: the FastCGI transport serving the Fanout service, the job manager and the
+/// upstream HTTP client, run as services of one swift-service-lifecycle `ServiceGroup`.
+///
+/// SIGTERM or SIGINT starts a graceful shutdown, which the group passes to the services in the
+/// reverse of their start order: the transport first (new batches get 503, `/healthz` 503,
+/// running batches finish), then the job manager (no more claims, running jobs finish), then the
+/// upstream client (its connections closed once nothing can call). The grace period bounds the
+/// whole of it; past it the group cancels what is still running (batches answer with their
+/// unfinished tasks `shutdown`, jobs end `interrupted`), and cancellation itself is bounded too.
 public final class FanoutApplication: Sendable {
     /// Everything that can be configured. Every field has a default.
     public struct Configuration: Sendable {
@@ -18,8 +23,11 @@ public final class FanoutApplication: Sendable {
         public var transport = FastCGIServer.Configuration()
         /// The service: batch limits and load shedding.
         public var service = FanoutService.Configuration()
-        /// How long in-flight batches may run on after a shutdown signal before they are cancelled.
+        /// How long in-flight batches and jobs may run on after a shutdown signal before they are
+        /// cancelled.
         public var shutdownGrace: Duration = .seconds(30)
+        /// How long cancelled work may take to stop before the process gives up on it.
+        public var cancellationGrace: Duration = .seconds(10)
         /// Where asynchronous jobs are stored (SQLite), shared by every responder using the same
         /// directory; `nil` disables asynchronous jobs.
         public var dataDirectory: String? = ".run/data"
@@ -39,16 +47,17 @@ public final class FanoutApplication: Sendable {
     }
 
     private let configuration: Configuration
-    private let service: FanoutService
+    /// The HTTP service, for tests and for the metrics it keeps.
+    public let service: FanoutService
     private let server: FastCGIServer
     private let upstreamClient: UpstreamClient
     private let logger: Logger
 
-    /// Opens the listening socket; nothing is accepted before ``start()``.
+    /// Opens the listening socket and the job store; nothing is accepted before ``run()``.
     ///
     /// - Throws: ``FastCGIServerError`` when there is no usable listening socket, or the error
     ///   opening the job store.
-    public init(configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger) throws {
+    public init(configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger) async throws {
         var configuration = configuration
         // The transport discards bodies past the service's limit: one number for both.
         configuration.transport.maximumBodyBytes = configuration.service.maximumBodyBytes
@@ -56,92 +65,111 @@ public final class FanoutApplication: Sendable {
         self.logger = logger
         let store: (any JobStore)?
         if let url = configuration.databaseURL {
-            store = try Self.openPostgres(url, connections: configuration.databaseConnections, logger: logger)
+            store = try await PostgresJobStore(
+                url: url, maximumConnections: configuration.databaseConnections, logger: logger)
         } else {
             store = try configuration.dataDirectory.map { try SQLiteJobStore(directory: $0) }
         }
+        let metrics = ServiceMetrics()
         // One client for every `http` task, on event loops of its own.
-        upstreamClient = UpstreamClient(upstreams: configuration.upstreams)
+        upstreamClient = UpstreamClient(upstreams: configuration.upstreams, metricsFactory: metrics.factory)
         var registry = registry ?? .builtIns(limits: configuration.service.limits)
         registry.register(HTTPOperation(client: upstreamClient))
         service = FanoutService(
             configuration: configuration.service, registry: registry, logger: logger,
-            jobs: store.map { ($0, configuration.jobs) })
-        server = try FastCGIServer(configuration: configuration.transport, handler: service, logger: logger)
+            jobs: store.map { ($0, configuration.jobs) }, metrics: metrics)
+        let server = try FastCGIServer(configuration: configuration.transport, handler: service, logger: logger)
+        self.server = server
+        metrics.setTransportProbe { (server.activeRequestCount, server.connectionCount) }
     }
 
-    /// Connects to PostgreSQL and migrates its schema, from this synchronous start-up.
-    private static func openPostgres(_ url: DatabaseURL, connections: Int, logger: Logger) throws -> PostgresJobStore {
-        let opened = NIOLockedValueBox<Result<PostgresJobStore, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do {
-                let store = try await PostgresJobStore(url: url, maximumConnections: connections, logger: logger)
-                opened.withLockedValue { $0 = .success(store) }
-            } catch {
-                opened.withLockedValue { $0 = .failure(error) }
-            }
-            done.signal()
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully; returns when everything stopped.
+    public func run() async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: UpstreamClientService(client: upstreamClient))
+        ]
+        if let jobs = service.jobs {
+            services.append(.init(service: JobManagerService(jobs: jobs, grace: configuration.shutdownGrace)))
         }
-        // The main thread, not one of Swift's pool: waiting here blocks no task.
-        done.wait()
-        return try opened.withLockedValue { $0! }.get()
+        services.append(
+            .init(
+                service: FastCGIService(
+                    server: server, service: service, upstreams: upstreamClient.upstreamNames, logger: logger)))
+        var group = ServiceGroupConfiguration(services: services, logger: logger)
+        group.gracefulShutdownSignals = [.sigterm, .sigint]
+        group.maximumGracefulShutdownDuration = configuration.shutdownGrace
+        group.maximumCancellationDuration = configuration.cancellationGrace
+        try await ServiceGroup(configuration: group).run()
+        logger.notice("stopped")
     }
+}
 
-    /// Starts serving.
-    public func start() {
+/// The transport and the HTTP service: serves until graceful shutdown, then drains.
+struct FastCGIService: Service {
+    let server: FastCGIServer
+    let service: FanoutService
+    let upstreams: [String]
+    let logger: Logger
+
+    func run() async throws {
         server.start()
-        service.jobs?.start()
         logger.notice(
             "listening",
             metadata: [
                 "socket": "\(server.listenerDescription)",
                 "jobs": "\(service.jobs.map { $0.store.location } ?? "disabled")",
-                "upstreams": "\(upstreamClient.upstreamNames.joined(separator: ","))",
+                "upstreams": "\(upstreams.joined(separator: ","))",
             ])
-    }
-
-    /// Drains and stops; blocks the calling thread until done.
-    ///
-    /// New batches are refused (503) and `/healthz` answers 503 while running batches get up to
-    /// `shutdownGrace` to finish. Batches still running then are cancelled (their unfinished tasks
-    /// report `shutdown`) and answered; then every connection is closed.
-    public func shutdown() {
-        // Jobs stop being claimed now; running ones get the same grace as batches, in parallel.
-        // Queued jobs stay queued for the next responder.
-        var jobsStopped: DispatchSemaphore?
-        if let jobs = service.jobs {
-            let done = DispatchSemaphore(value: 0)
-            let grace = configuration.shutdownGrace
-            Task {
-                await jobs.shutdown(grace: grace)
-                await jobs.store.close()
-                done.signal()
-            }
-            jobsStopped = done
-        }
+        // Serving happens on the transport's own threads; this task only waits.
+        try? await gracefulShutdown()
         service.beginDraining()
         logger.notice("draining", metadata: ["batches_in_flight": "\(service.batchesInFlight)"])
-        let clock = ContinuousClock()
-        let deadline = clock.now + configuration.shutdownGrace
-        while service.batchesInFlight > 0, clock.now < deadline {
-            usleep(10_000)
+        // Drains until no batch runs, or until the group's grace is over and it cancels this task.
+        while service.batchesInFlight > 0, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(10))
         }
         if service.batchesInFlight > 0 {
             logger.warning("grace period over; cancelling batches", metadata: ["count": "\(service.batchesInFlight)"])
             service.markShuttingDown()
             server.cancelInFlight()
         }
-        server.shutdown(timeout: .seconds(5))
-        jobsStopped?.wait()
-        // Last: no batch or job is left to make calls.
-        let clientStopped = DispatchSemaphore(value: 0)
-        let upstreamClient = upstreamClient
-        Task {
-            await upstreamClient.shutdown()
-            clientStopped.signal()
+        // Answers to cancelled batches take moments; then every connection closes. In a task of
+        // its own, which the group's cancellation does not reach: its waits must stay waits.
+        let server = server
+        await Task { await server.shutdown(timeout: .seconds(5)) }.value
+    }
+}
+
+/// The job manager: claims and runs jobs until graceful shutdown, then lets running jobs finish
+/// within the grace (queued ones stay queued for the next responder).
+struct JobManagerService: Service {
+    let jobs: JobManager
+    let grace: Duration
+
+    func run() async throws {
+        jobs.start()
+        try? await gracefulShutdown()
+        // In a task of its own, whose short waits cancellation does not cut into a busy loop; the
+        // group cancelling this one (its grace is over) ends the jobs' grace.
+        let jobs = jobs
+        let shutdown = Task { [grace] in
+            await jobs.shutdown(grace: grace)
+            await jobs.store.close()
         }
-        clientStopped.wait()
-        logger.notice("stopped")
+        await withTaskCancellationHandler {
+            await shutdown.value
+        } onCancel: {
+            jobs.endGrace()
+        }
+    }
+}
+
+/// The upstream HTTP client: closed last, when no batch or job can make a call.
+struct UpstreamClientService: Service {
+    let client: UpstreamClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await client.shutdown()
     }
 }

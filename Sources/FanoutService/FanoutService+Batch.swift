@@ -36,6 +36,7 @@ extension FanoutService {
             return streamBatch(batch, client: client)
         }
         let result = await BatchRunner.run(batch) { [self] in cancellationCause }
+        metrics.batchFinished(batch, result)
         return FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: result.jsonBytes())
     }
 
@@ -58,6 +59,7 @@ extension FanoutService {
             } onResults: { results in
                 await writer.write(BatchResult.ndjsonLines(results))
             }
+            metrics.batchFinished(batch, result)
             await writer.write(result.summaryJSONBytes() + [UInt8(ascii: "\n")])
         }
     }

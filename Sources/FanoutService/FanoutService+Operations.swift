@@ -35,9 +35,17 @@ extension FanoutService {
         }
 
         let timeout = Duration.milliseconds(configuration.limits.maximumTaskTimeoutMilliseconds)
+        let started = ContinuousClock.now
         let outcome = await TaskDeadline.$current.withValue(.now + timeout) {
             await TaskExecutor.run(work, timeout: operation.isInstant ? nil : timeout)
         }
+        let status: TaskStatus =
+            switch outcome {
+            case .succeeded: .succeeded
+            case .failed: .failed
+            case .interrupted: .cancelled
+            }
+        metrics.taskFinished(operation: name, status: status, duration: ContinuousClock.now - started)
         switch outcome {
         case .succeeded(let output):
             return FastCGIResponse(

@@ -27,6 +27,8 @@ public final class FanoutService: FastCGIHandler {
     let operationsListing: [UInt8]
     /// The request headers some operation reads (see ``Operation/requestHeaderNames``).
     let requestHeaderNames: [String]
+    /// What `GET /metrics` serves.
+    public let metrics: ServiceMetrics
 
     /// Creates the service.
     ///
@@ -35,10 +37,13 @@ public final class FanoutService: FastCGIHandler {
     ///   - registry: the operations offered; the built-ins when omitted.
     ///   - logger: receives one line per request.
     ///   - jobs: the store of asynchronous batches and its configuration, to enable them.
+    ///   - metrics: where requests, batches and jobs are counted.
     public init(
         configuration: Configuration, registry: OperationRegistry? = nil, logger: Logger,
-        jobs: (store: any JobStore, configuration: JobManager.Configuration)? = nil
+        jobs: (store: any JobStore, configuration: JobManager.Configuration)? = nil,
+        metrics: ServiceMetrics = ServiceMetrics()
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         let registry = registry ?? .builtIns(limits: configuration.limits)
         self.registry = registry
@@ -46,19 +51,44 @@ public final class FanoutService: FastCGIHandler {
         self.decoder = decoder
         self.logger = logger
         self.jobs = jobs.map {
-            JobManager(store: $0.store, decoder: decoder, configuration: $0.configuration, logger: logger)
+            JobManager(
+                store: $0.store, decoder: decoder, configuration: $0.configuration, logger: logger,
+                metrics: JobManager.Metrics(factory: metrics.factory, batchFinished: metrics.batchFinished))
         }
         operationsListing = Self.encodeListing(registry)
         requestHeaderNames = Set(registry.all.flatMap(\.requestHeaderNames)).sorted()
     }
 
-    /// What operations may know of `request`: its id and the headers they asked for.
+    /// What operations may know of `request`: its id, its trace context and the headers they
+    /// asked for.
     func requestContext(_ request: FastCGIRequest) -> RequestContext {
         var headers: [String: String] = [:]
         for name in requestHeaderNames {
             if let value = request.header(name) { headers[name] = value }
         }
-        return RequestContext(requestID: request.parameters["HTTP_X_REQUEST_ID"], headers: headers)
+        return RequestContext(
+            requestID: request.parameters["REQUEST_ID"], headers: headers,
+            trace: TraceContext(continuing: request.parameters["HTTP_TRACEPARENT"], state: request.parameters["HTTP_TRACESTATE"]))
+    }
+
+    /// The request with its id in `REQUEST_ID`: nginx's `$request_id` as the configurations here
+    /// pass it, else the client's `X-Request-Id` when it is a sane token, else a new one.
+    static func identified(_ request: FastCGIRequest) -> FastCGIRequest {
+        if let id = request.parameters["REQUEST_ID"], isValidRequestID(id) { return request }
+        var parameters = request.parameters
+        if let id = request.parameters["HTTP_X_REQUEST_ID"], isValidRequestID(id) {
+            parameters["REQUEST_ID"] = id
+        } else {
+            parameters["REQUEST_ID"] = TraceContext.randomHex(bytes: 16)
+        }
+        return FastCGIRequest(
+            parameters: parameters, body: request.body, bodyTooLarge: request.bodyTooLarge, receivedAt: request.receivedAt)
+    }
+
+    /// 1 to 200 visible ASCII characters: what can go in a header, a log line and a job document
+    /// unchanged.
+    static func isValidRequestID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 200 && id.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") }
     }
 
     // MARK: Lifecycle
@@ -90,23 +120,28 @@ public final class FanoutService: FastCGIHandler {
     /// Reserves a slot for one batch of `client` (`nil`: clients are not kept apart), or explains
     /// why there is none.
     func acquireBatchSlot(client: String? = nil) -> Problem? {
-        state.withLockedValue { state in
-            if state.draining { return .shuttingDown(retryAfterSeconds: configuration.retryAfterSeconds) }
+        let refusal = state.withLockedValue { state -> (Problem, String)? in
+            if state.draining { return (.shuttingDown(retryAfterSeconds: configuration.retryAfterSeconds), "draining") }
             guard state.batchesInFlight < configuration.maximumBatchesInFlight else {
-                return .overloaded(retryAfterSeconds: configuration.retryAfterSeconds)
+                return (.overloaded(retryAfterSeconds: configuration.retryAfterSeconds), "overloaded")
             }
             if let client {
                 let mine = state.clientBatches[client, default: 0]
                 guard mine < configuration.maximumBatchesInFlightPerClient else {
-                    return .clientOverloaded(
-                        limit: configuration.maximumBatchesInFlightPerClient,
-                        retryAfterSeconds: configuration.retryAfterSeconds)
+                    return (
+                        .clientOverloaded(
+                            limit: configuration.maximumBatchesInFlightPerClient,
+                            retryAfterSeconds: configuration.retryAfterSeconds), "client_limit"
+                    )
                 }
                 state.clientBatches[client] = mine + 1
             }
             state.batchesInFlight += 1
             return nil
         }
+        guard let (problem, reason) = refusal else { return nil }
+        metrics.batchShed(reason)
+        return problem
     }
 
     func releaseBatchSlot(client: String? = nil) {
@@ -133,8 +168,9 @@ public final class FanoutService: FastCGIHandler {
 
     // MARK: Routing
 
-    /// Answers one request and logs it.
+    /// Answers one request, logs it and counts it.
     public func handle(_ request: FastCGIRequest) async -> FastCGIResponse {
+        let request = Self.identified(request)
         var taskCount = 0
         var response: FastCGIResponse
         do {
@@ -148,24 +184,29 @@ public final class FanoutService: FastCGIHandler {
                 detail: "the server could not complete the request"
             ).response()
         }
+        response.headers.append(("X-Request-Id", request.parameters["REQUEST_ID"] ?? ""))
         if let stream = response.stream {
-            // A streamed request is logged when its stream ends, with its whole duration.
+            // A streamed request is logged and counted when its stream ends, with its whole duration.
             let status = response.status
             response.stream = { [self, taskCount] writer in
                 await stream(writer)
-                log(request, status: status, taskCount: taskCount, streamed: true)
+                finished(request, status: status, taskCount: taskCount, streamed: true)
             }
         } else {
-            log(request, status: response.status, taskCount: taskCount, streamed: false)
+            finished(request, status: response.status, taskCount: taskCount, streamed: false)
         }
         return response
     }
 
-    private func log(_ request: FastCGIRequest, status: Int, taskCount: Int, streamed: Bool) {
+    private func finished(_ request: FastCGIRequest, status: Int, taskCount: Int, streamed: Bool) {
         let elapsed = ContinuousClock.now - request.receivedAt
+        metrics.requestAnswered(path: request.path, method: request.method, status: status, duration: elapsed)
+        // Formatting the line is most of its cost: skipped when the level is off.
+        guard logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [
             "method": "\(request.method)", "path": "\(request.path)", "status": "\(status)",
             "tasks": "\(taskCount)", "duration_ms": "\(Self.milliseconds(elapsed))",
+            "request_id": "\(request.parameters["REQUEST_ID"] ?? "")",
         ]
         if streamed { metadata["streamed"] = "true" }
         logger.info("request", metadata: metadata)
@@ -189,6 +230,11 @@ public final class FanoutService: FastCGIHandler {
                 throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
             }
             return health()
+        case "/metrics":
+            guard method == "GET" || method == "HEAD" else {
+                throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
+            }
+            return await metricsResponse()
         default:
             if path.hasPrefix("/batch/") {
                 let id = path.dropFirst("/batch/".count)
@@ -209,6 +255,23 @@ public final class FanoutService: FastCGIHandler {
             }
             throw Problem.notFound("no resource at \(path)")
         }
+    }
+
+    /// `GET /metrics`: the Prometheus text format, with the job counts read from the store now.
+    private func metricsResponse() async -> FastCGIResponse {
+        var jobCounts: (queued: Int, running: Int)?
+        if let jobs {
+            do {
+                jobCounts = (try await jobs.store.queuedCount(), jobs.runningCount)
+            } catch {
+                logger.warning("could not count jobs for /metrics", metadata: ["error": "\(error)"])
+            }
+        }
+        let body = metrics.render(batchesInFlight: batchesInFlight, jobs: jobCounts)
+        return FastCGIResponse(
+            status: 200,
+            headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Cache-Control", "no-store")],
+            body: body)
     }
 
     private func health() -> FastCGIResponse {

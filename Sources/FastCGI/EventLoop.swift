@@ -129,6 +129,11 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
     }
 
     /// Starts a named POSIX thread running `body`.
+    /// Runs `body` on a new thread that nobody joins.
+    static func detach(name: String, _ body: @escaping @Sendable () -> Void) {
+        pthread_detach(spawn(name: name, body))
+    }
+
     private static func spawn(name: String, _ body: @escaping () -> Void) -> pthread_t {
         final class Box {
             let body: () -> Void

@@ -67,21 +67,36 @@ public final class FastCGIServer: Sendable {
         for loop in loops { loop.execute { loop.cancelHandlers() } }
     }
 
-    /// Stops accepting, waits up to `timeout` for requests in flight to be answered, then closes
-    /// every connection and stops all threads. Blocks the calling thread.
-    public func shutdown(timeout: Duration) {
+    /// Connections open now, idle ones included.
+    public var connectionCount: Int { shared.connections.load(ordering: .relaxed) }
+
+    /// Stops accepting new connections; those open go on being served.
+    public func stopAccepting() {
         shared.accepting.store(false, ordering: .releasing)
         for loop in loops { loop.execute { loop.disarmListener() } }
+    }
+
+    /// Stops accepting, waits up to `timeout` for requests in flight to be answered, then closes
+    /// every connection and stops all threads.
+    public func shutdown(timeout: Duration) async {
+        stopAccepting()
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while activeRequestCount > 0, clock.now < deadline {
-            usleep(10_000)
+            try? await Task.sleep(for: .milliseconds(10))
         }
         if activeRequestCount > 0 {
             shared.logger.warning(
                 "closing connections with requests still in flight", metadata: ["count": "\(activeRequestCount)"])
         }
-        for loop in loops { loop.stop() }
+        // Joining the loop threads blocks: on a thread of its own, not Swift's pool.
+        let loops = loops
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            EventLoop.detach(name: "fcgi-stop") {
+                for loop in loops { loop.stop() }
+                done.resume()
+            }
+        }
         shared.setLoops([])
     }
 }

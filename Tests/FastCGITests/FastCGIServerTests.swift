@@ -191,10 +191,10 @@ struct FastCGIServerTests {
         do {
             try await body(path, handler)
         } catch {
-            server.shutdown(timeout: .seconds(1))
+            await server.shutdown(timeout: .seconds(1))
             throw error
         }
-        server.shutdown(timeout: .seconds(1))
+        await server.shutdown(timeout: .seconds(1))
         rmdir(directory)
     }
 

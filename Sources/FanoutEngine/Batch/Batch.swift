@@ -31,6 +31,8 @@ public struct Batch: Sendable {
 public struct BatchTask: Sendable {
     /// The client's id for the task.
     public let id: String
+    /// The operation's name (the registry's copy of it: tasks of one operation share it).
+    public let operation: String
     /// The operation's work, bound to its decoded input; `nil` when the input has references,
     /// which are filled in just before the task starts (see ``deferredInput``).
     let work: PreparedTask?

@@ -17,6 +17,7 @@ public struct BatchDecoder: Sendable {
         var index: Int
         var id: String?
         var isInstant = false
+        var operation = ""
         var work: PreparedTask?
         var deferredInput: (template: InputTemplate, operation: AnyOperation)?
         var dependencyIds: [String] = []
@@ -128,7 +129,7 @@ public struct BatchDecoder: Sendable {
             }
             tasks.append(
                 BatchTask(
-                    id: drafts[index].id!, work: drafts[index].work, deferredInput: deferredInput,
+                    id: drafts[index].id!, operation: drafts[index].operation, work: drafts[index].work, deferredInput: deferredInput,
                     isInstant: drafts[index].isInstant, dependencies: dependencies[index],
                     timeout: .milliseconds(timeout)))
         }
@@ -294,6 +295,7 @@ public struct BatchDecoder: Sendable {
             if let operation = lastOperation?.name == operationName ? lastOperation : registry[operationName] {
                 lastOperation = operation
                 draft.isInstant = operation.isInstant
+                draft.operation = operation.name
                 prepare(input, of: operation, context: context, into: &draft, fieldIssues: &fieldIssues)
             } else {
                 fieldIssues.append(("op", "unknown operation '\(operationName)'; GET /ops lists them"))

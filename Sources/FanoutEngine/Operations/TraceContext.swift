@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// W3C Trace Context for the calls a batch makes: the client's trace continued when its
+/// `traceparent` is valid, a new trace otherwise.
+///
+/// Fanout is one hop of the trace: it takes a span id of its own for the batch request, and
+/// every `http` sub-request carries `traceparent: 00-<trace id>-<that span id>-<flags>` (and the
+/// client's `tracestate`, unchanged). It records no spans itself.
+public struct TraceContext: Sendable, Equatable {
+    /// 32 lower-case hex digits, not all zero.
+    public let traceID: String
+    /// Fanout's span id for the request: 16 lower-case hex digits, not all zero.
+    public let spanID: String
+    /// The client's trace flags (`01` sampled), `00` for a new trace.
+    public let flags: String
+    /// The client's `tracestate`, passed on as it came.
+    public let state: String?
+
+    /// Continues `traceparent` when it is valid (version `00`, or a later version read as `00`
+    /// says), else starts a new trace.
+    public init(continuing traceparent: String?, state: String?) {
+        spanID = Self.randomHex(bytes: 8)
+        if let traceparent, let (traceID, flags) = Self.parse(traceparent) {
+            self.traceID = traceID
+            self.flags = flags
+            self.state = state.flatMap { $0.isEmpty || $0.utf8.count > 512 ? nil : $0 }
+        } else {
+            traceID = Self.randomHex(bytes: 16)
+            flags = "00"
+            self.state = nil
+        }
+    }
+
+    /// The `traceparent` header of a sub-request.
+    public var traceparent: String { "00-\(traceID)-\(spanID)-\(flags)" }
+
+    /// The trace id and flags of a valid `traceparent`.
+    static func parse(_ header: String) -> (traceID: String, flags: String)? {
+        let fields = header.split(separator: "-", omittingEmptySubsequences: false)
+        guard fields.count >= 4, fields[0].count == 2, isHex(fields[0]), fields[0] != "ff" else { return nil }
+        // Version 00 has exactly four fields; later versions may append more.
+        if fields[0] == "00" && fields.count != 4 { return nil }
+        let (traceID, parentID, flags) = (fields[1], fields[2], fields[3])
+        guard traceID.count == 32, isHex(traceID), traceID.contains(where: { $0 != "0" }),
+            parentID.count == 16, isHex(parentID), parentID.contains(where: { $0 != "0" }),
+            flags.count == 2, isHex(flags)
+        else { return nil }
+        return (String(traceID), String(flags))
+    }
+
+    private static func isHex(_ text: Substring) -> Bool {
+        text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
+    /// `bytes` random bytes as lower-case hex; never all zero.
+    public static func randomHex(bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let digits = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: bytes * 2) { buffer in
+            var index = 0
+            while index < bytes * 2 {
+                var word = generator.next() as UInt64
+                if index == 0 { word |= 1 }  // never all zero
+                for _ in 0..<min(16, bytes * 2 - index) {
+                    buffer[index] = digits[Int(word & 0xF)]
+                    word >>= 4
+                    index += 1
+                }
+            }
+            return bytes * 2
+        }
+    }
+}
