@@ -104,6 +104,15 @@ sleeps_batch() { # sleeps_batch COUNT MS: a batch of COUNT sleeps
     printf '{"tasks":[%s]}' "${tasks[*]}"
 }
 
+# HARNESS_ONLY=NAME runs only Tests/harness/NAME-phase.sh, for working on one phase.
+if [ -n "${HARNESS_ONLY:-}" ]; then
+    source "$(dirname "$0")/$HARNESS_ONLY-phase.sh"
+    echo
+    echo "harness: $PASSED passed, $FAILED failed"
+    [ $FAILED -eq 0 ]
+    exit
+fi
+
 # ---------------------------------------------------------------------------------------------
 echo "phase 1: contract over kept-alive FastCGI connections (fastcgi_keep_conn on)"
 start_stack on || { fail "stack starts"; exit 1; }
@@ -398,6 +407,7 @@ source "$(dirname "$0")/overload-phase.sh"
 source "$(dirname "$0")/schemathesis-phase.sh"
 source "$(dirname "$0")/hostile-phase.sh"
 source "$(dirname "$0")/multihost-phase.sh"
+source "$(dirname "$0")/operations-phase.sh"
 
 # ---------------------------------------------------------------------------------------------
 echo "phase 4: responses match openapi.yaml"
