@@ -1,5 +1,5 @@
 # The two set-up commands of the README, plus the benchmark.
-.PHONY: run test bench bench-jobs build sanitize fuzz soak
+.PHONY: run test bench bench-jobs bench-regression build sanitize fuzz soak
 
 ## Serve Fanout on http://127.0.0.1:$(PORT) (default 8080) behind nginx, until Ctrl-C.
 run:
@@ -31,3 +31,7 @@ soak:
 
 build:
 	swift build
+
+## The current build against a reference revision on w1 and w2 (BASE=rev, default HEAD~1): the hot path's cost.
+bench-regression:
+	bash bench/regression.sh

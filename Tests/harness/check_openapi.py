@@ -53,6 +53,8 @@ def main():
         text = request.with_suffix(".body").read_text()
         if content_type == "application/x-ndjson":
             bodies = [json.loads(line) for line in text.splitlines()]
+        elif content_type == "text/plain":
+            bodies = [text]  # /metrics: Prometheus text, described as a string
         else:
             bodies = [json.loads(text or "null")]
 

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
+import Synchronization
 
 /// W3C Trace Context for the calls a batch makes: the client's trace continued when its
 /// `traceparent` is valid, a new trace otherwise.
@@ -55,8 +53,11 @@ public struct TraceContext: Sendable, Equatable {
     }
 
     /// `bytes` random bytes as lower-case hex; never all zero.
+    ///
+    /// From ``FastRandom``: ids and trace ids need to be unique and unpredictable enough to
+    /// spread, not secret, and the system generator costs a system call each time.
     public static func randomHex(bytes: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
+        var generator = FastRandom()
         let digits = Array("0123456789abcdef".utf8)
         return String(unsafeUninitializedCapacity: bytes * 2) { buffer in
             var index = 0
@@ -71,5 +72,21 @@ public struct TraceContext: Sendable, Equatable {
             }
             return bytes * 2
         }
+    }
+}
+
+/// SplitMix64 over one process-wide atomic counter, seeded once from the system's generator: a
+/// random-looking 64-bit value per call without a system call or a lock.
+struct FastRandom: RandomNumberGenerator {
+    private static let state: Atomic<UInt64> = {
+        var system = SystemRandomNumberGenerator()
+        return Atomic(system.next())
+    }()
+
+    mutating func next() -> UInt64 {
+        var z = Self.state.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
