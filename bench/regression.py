@@ -6,6 +6,7 @@ hot path, measured in one invocation since absolute figures drift on these machi
 
 Usage: regression.py REFERENCE_BINARY CURRENT_BINARY [ROUNDS]   (BENCH_DURATION, default 8s)
 """
+import os
 import pathlib
 import platform
 import statistics
@@ -23,6 +24,19 @@ def cpu_model():
     return platform.processor()
 
 
+def cpu_seconds(pids):
+    """User plus system CPU time of the processes, from /proc."""
+    total = 0
+    for pid in pids:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def seconds(duration):
+    return float(duration[:-1]) * {"s": 1, "m": 60}[duration[-1]]
+
+
 def main():
     reference, current = sys.argv[1], sys.argv[2]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
@@ -36,21 +50,30 @@ def main():
                 try:
                     for workload in workloads:
                         _, body, threads, connections = bench.WORKLOADS[workload]
+                        pids = stack.responder_pids
+                        before = cpu_seconds(pids)
                         figures = bench.wrk(stack.port, body, threads, connections, stack.dir)
+                        requests = figures["rps"] * seconds(bench.DURATION)
+                        figures["cpu_us"] = (cpu_seconds(pids) - before) / requests * 1e6
                         results[name][workload].append(figures)
                         print(f"round {round_index + 1} {name:9} {workload}: {figures['rps']:.0f} req/s, "
-                              f"p99 {figures['p99']:.2f} ms", flush=True)
+                              f"p99 {figures['p99']:.2f} ms, responder CPU {figures['cpu_us']:.1f} µs/request",
+                              flush=True)
                 finally:
                     stack.stop()
     print(f"\nCPU: {cpu_model()}; {rounds} interleaved rounds of {bench.DURATION}; medians")
-    print("| workload | reference req/s | current req/s | current / reference | reference p99 ms | current p99 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| workload | reference req/s | current req/s | current / reference | reference p99 ms | current p99 ms "
+          "| reference CPU µs/req | current CPU µs/req | CPU current / reference |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for workload in workloads:
         ref = statistics.median(f["rps"] for f in results["reference"][workload])
         cur = statistics.median(f["rps"] for f in results["current"][workload])
         ref_p99 = statistics.median(f["p99"] for f in results["reference"][workload])
         cur_p99 = statistics.median(f["p99"] for f in results["current"][workload])
-        print(f"| {workload} | {ref:,.0f} | {cur:,.0f} | {cur / ref:.3f} | {ref_p99:.2f} | {cur_p99:.2f} |")
+        ref_cpu = statistics.median(f["cpu_us"] for f in results["reference"][workload])
+        cur_cpu = statistics.median(f["cpu_us"] for f in results["current"][workload])
+        print(f"| {workload} | {ref:,.0f} | {cur:,.0f} | {cur / ref:.3f} | {ref_p99:.2f} | {cur_p99:.2f} "
+              f"| {ref_cpu:.1f} | {cur_cpu:.1f} | {cur_cpu / ref_cpu:.3f} |")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ http {{
         listen 127.0.0.1:{self.port};
         location / {{
             include /etc/nginx/fastcgi_params;
+            fastcgi_param REQUEST_ID $request_id;
             fastcgi_pass fanout;
             fastcgi_keep_conn on;
             # A host that is down refuses the connection before anything was sent: try the next.

@@ -211,7 +211,7 @@ public struct HTTPOperation: Operation {
         if let requestID = context.requestID, RequestRules.isValidHeaderValue(requestID) {
             operatorHeaders.append(("x-request-id", requestID))
         }
-        let trace = context.trace ?? TraceContext(continuing: nil, state: nil)
+        let trace = context.traceForCall()
         operatorHeaders.append(("traceparent", trace.traceparent))
         if let state = trace.state, RequestRules.isValidHeaderValue(state) { operatorHeaders.append(("tracestate", state)) }
         if let idempotencyKey { operatorHeaders.append(("idempotency-key", idempotencyKey)) }

@@ -68,7 +68,7 @@ public final class FanoutService: FastCGIHandler {
         }
         return RequestContext(
             requestID: request.parameters["REQUEST_ID"], headers: headers,
-            trace: TraceContext(continuing: request.parameters["HTTP_TRACEPARENT"], state: request.parameters["HTTP_TRACESTATE"]))
+            traceparent: request.parameters["HTTP_TRACEPARENT"], tracestate: request.parameters["HTTP_TRACESTATE"])
     }
 
     /// The request with its id in `REQUEST_ID`: nginx's `$request_id` as the configurations here
@@ -200,13 +200,14 @@ public final class FanoutService: FastCGIHandler {
 
     private func finished(_ request: FastCGIRequest, status: Int, taskCount: Int, streamed: Bool) {
         let elapsed = ContinuousClock.now - request.receivedAt
-        metrics.requestAnswered(path: request.path, method: request.method, status: status, duration: elapsed)
+        let (path, method) = (request.path, request.method)
+        metrics.requestAnswered(path: path, method: method, status: status, duration: elapsed)
         // Formatting the line is most of its cost: skipped when the level is off.
         guard logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [
-            "method": "\(request.method)", "path": "\(request.path)", "status": "\(status)",
-            "tasks": "\(taskCount)", "duration_ms": "\(Self.milliseconds(elapsed))",
-            "request_id": "\(request.parameters["REQUEST_ID"] ?? "")",
+            "method": .string(method), "path": .string(path), "status": .string(String(status)),
+            "tasks": .string(String(taskCount)), "duration_ms": .string(Self.milliseconds(elapsed)),
+            "request_id": .string(request.parameters["REQUEST_ID"] ?? ""),
         ]
         if streamed { metadata["streamed"] = "true" }
         logger.info("request", metadata: metadata)

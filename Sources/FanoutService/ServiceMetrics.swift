@@ -13,9 +13,12 @@ import Prometheus
 /// Recorded through swift-metrics into a swift-prometheus registry. What the hot path touches is
 /// made once and kept: a request costs one lookup of its (route, method, status) handles under a
 /// lock, one counter increment and one histogram observation; a batch costs one counter update
-/// per operation and status it holds. Gauges that mirror state kept elsewhere (requests and
-/// connections open, batches and jobs in flight, the process's memory and descriptors) are read
-/// when scraped, so they cost nothing between scrapes.
+/// per operation and status it holds, and its tasks' durations are tallied without a lock and
+/// merged once per batch (``TaskDurations``: a swift-prometheus histogram takes a lock and walks
+/// its buckets for every observation, which cost batches of 100 echo tasks 15% of their
+/// throughput). Gauges that mirror state kept elsewhere (requests and connections open, batches
+/// and jobs in flight, the process's memory and descriptors) are read when scraped, so they cost
+/// nothing between scrapes.
 ///
 /// Labels are bounded: route templates (never raw paths), methods from a fixed list, the status
 /// codes Fanout answers with, operation names from the registry, upstream names from the
@@ -47,12 +50,13 @@ public final class ServiceMetrics: Sendable {
     }
 
     private struct TaskHandles {
-        let duration: CoreMetrics.Timer
+        let duration: TaskDurations.Series
         let succeeded, failed, skipped, cancelled: CoreMetrics.Counter
     }
 
     private let requests = NIOLockedValueBox<[RequestKey: RequestHandles]>([:])
     private let tasks = NIOLockedValueBox<[String: TaskHandles]>([:])
+    private let taskDurations = TaskDurations(name: "fanout_task_duration_seconds", bounds: ServiceMetrics.taskBuckets)
     private let shed: [String: CoreMetrics.Counter]
     private let gauges: Gauges
     private let cpuSeconds: CoreMetrics.FloatingPointCounter
@@ -98,10 +102,7 @@ public final class ServiceMetrics: Sendable {
     public init() {
         registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets = [
-            "fanout_http_server_request_duration_seconds": Self.requestBuckets,
-            "fanout_task_duration_seconds": Self.taskBuckets,
-        ]
+        factory.durationHistogramBuckets = ["fanout_http_server_request_duration_seconds": Self.requestBuckets]
         // Upstream calls and store writes: the request buckets suit them.
         factory.defaultDurationHistogramBuckets = Self.requestBuckets
         self.factory = factory
@@ -157,8 +158,9 @@ public final class ServiceMetrics: Sendable {
         var counts = BatchResult.Summary()
         counts.add(status)
         let handles = taskHandles(operation)
-        Self.add(counts, to: handles)
-        handles.duration.record(duration: duration)
+        var durations = TaskDurations.Tally()
+        durations.add(duration, bounds: taskDurations.bounds)
+        add(counts, durations, to: handles)
     }
 
     /// Counts a batch refused for load: `overloaded` (503), `draining` (503) or `client_limit` (429).
@@ -172,17 +174,24 @@ public final class ServiceMetrics: Sendable {
         var lastOperation = ""
         var handles: TaskHandles?
         var counts = BatchResult.Summary()
+        var durations = TaskDurations.Tally()
         for (task, outcome) in zip(batch.tasks, result.results) {
             if task.operation != lastOperation || handles == nil {
-                if let handles { Self.add(counts, to: handles) }
+                if let handles { add(counts, durations, to: handles) }
                 counts = BatchResult.Summary()
+                durations = TaskDurations.Tally()
                 lastOperation = task.operation
                 handles = taskHandles(task.operation)
             }
             counts.add(outcome.status)
-            if outcome.duration > .zero { handles!.duration.record(duration: outcome.duration) }
+            if outcome.duration > .zero { durations.add(outcome.duration, bounds: taskDurations.bounds) }
         }
-        if let handles { Self.add(counts, to: handles) }
+        if let handles { add(counts, durations, to: handles) }
+    }
+
+    private func add(_ counts: BatchResult.Summary, _ durations: TaskDurations.Tally, to handles: TaskHandles) {
+        Self.add(counts, to: handles)
+        if durations.count > 0 { taskDurations.merge(durations, into: handles.duration) }
     }
 
     private static func add(_ counts: BatchResult.Summary, to handles: TaskHandles) {
@@ -202,8 +211,7 @@ public final class ServiceMetrics: Sendable {
                     factory: factory)
             }
             let made = TaskHandles(
-                duration: CoreMetrics.Timer(
-                    label: "fanout_task_duration_seconds", dimensions: [("operation", operation)], factory: factory),
+                duration: taskDurations.series(labels: [("operation", operation)]),
                 succeeded: counter("succeeded"), failed: counter("failed"), skipped: counter("skipped"),
                 cancelled: counter("cancelled"))
             tasks[operation] = made
@@ -245,6 +253,7 @@ public final class ServiceMetrics: Sendable {
         var buffer: [UInt8] = []
         buffer.reserveCapacity(16 * 1024)
         registry.emit(into: &buffer)
+        taskDurations.emit(into: &buffer)
         return buffer
     }
 }
@@ -291,5 +300,89 @@ struct ProcessStatistics {
         let count = Glibc.read(descriptor, &buffer, buffer.count)
         guard count > 0 else { return nil }
         return String(decoding: buffer[..<count], as: UTF8.self)
+    }
+}
+
+/// A histogram whose observations are tallied by the caller without a lock and merged in one
+/// step: the tasks of a batch are counted where the batch ends, then added under one lock.
+/// Written in the Prometheus text format next to the registry's metrics.
+final class TaskDurations: Sendable {
+    /// Upper bounds of the buckets, in nanoseconds; `+Inf` is implied.
+    let bounds: [Int64]
+    private let name: String
+    private let series = NIOLockedValueBox<[(labels: String, counts: Counts)]>([])
+
+    /// One labelled series; its index in ``series``.
+    struct Series: Sendable {
+        let index: Int
+    }
+
+    struct Counts: Sendable {
+        /// Observations per bucket (not cumulative), the last for `+Inf`.
+        var buckets: [Int]
+        var sum: Int64 = 0
+        var count = 0
+    }
+
+    /// Observations made without a lock, for ``merge(_:into:)``: 17 buckets at most, inline.
+    struct Tally {
+        var buckets = InlineArray<17, Int>(repeating: 0)
+        var sum: Int64 = 0
+        var count = 0
+
+        mutating func add(_ duration: Duration, bounds: [Int64]) {
+            let (seconds, attoseconds) = duration.components
+            let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+            var index = 0
+            while index < bounds.count, nanoseconds > bounds[index] { index += 1 }
+            buckets[index] += 1
+            sum &+= nanoseconds
+            count += 1
+        }
+    }
+
+    init(name: String, bounds: [Duration]) {
+        precondition(bounds.count < 17)
+        self.name = name
+        self.bounds = bounds.map { Int64($0.components.seconds) * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000 }
+    }
+
+    /// A new series with `labels` (made once per label set, by the caller's cache).
+    func series(labels: [(String, String)]) -> Series {
+        let rendered = labels.map { "\($0.0)=\"\($0.1)\"" }.joined(separator: ",")
+        return series.withLockedValue { series in
+            series.append((rendered, Counts(buckets: Array(repeating: 0, count: bounds.count + 1))))
+            return Series(index: series.count - 1)
+        }
+    }
+
+    func merge(_ tally: Tally, into target: Series) {
+        series.withLockedValue { series in
+            for index in 0...bounds.count { series[target.index].counts.buckets[index] += tally.buckets[index] }
+            series[target.index].counts.sum &+= tally.sum
+            series[target.index].counts.count += tally.count
+        }
+    }
+
+    /// `# TYPE`, then for each series its cumulative buckets, `+Inf`, `_sum` (seconds) and `_count`.
+    func emit(into buffer: inout [UInt8]) {
+        let snapshot = series.withLockedValue { $0 }
+        guard !snapshot.isEmpty else { return }
+        var text = "# TYPE \(name) histogram\n"
+        for (labels, counts) in snapshot {
+            var cumulative = 0
+            for (index, bound) in bounds.enumerated() {
+                cumulative += counts.buckets[index]
+                text += "\(name)_bucket{\(labels),le=\"\(Self.seconds(bound))\"} \(cumulative)\n"
+            }
+            text += "\(name)_bucket{\(labels),le=\"+Inf\"} \(counts.count)\n"
+            text += "\(name)_sum{\(labels)} \(Self.seconds(counts.sum))\n"
+            text += "\(name)_count{\(labels)} \(counts.count)\n"
+        }
+        buffer.append(contentsOf: text.utf8)
+    }
+
+    private static func seconds(_ nanoseconds: Int64) -> String {
+        String(Double(nanoseconds) / 1e9)
     }
 }

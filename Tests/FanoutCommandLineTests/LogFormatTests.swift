@@ -9,7 +9,9 @@ import Testing
     private func line(_ format: StderrLogHandler.Format, _ metadata: Logger.Metadata) -> String {
         let captured = NIOLockedValueBox<[String]>([])
         var logger = Logger(label: "fanout") { label in
-            StderrLogHandler(label: label, level: .info, format: format) { line in captured.withLockedValue { $0.append(line) } }
+            StderrLogHandler(label: label, level: .info, format: format) { line in
+                captured.withLockedValue { $0.append(String(decoding: line, as: UTF8.self)) }
+            }
         }
         logger.logLevel = .info
         logger.info("request", metadata: metadata)

@@ -140,4 +140,16 @@ struct OperabilityTests {
             #expect(trace.state == nil)
         }
     }
+
+    @Test("without a client trace, the calls of one request share a trace derived from its id, each a span of its own")
+    func traceOfARequest() {
+        let first = TraceContext(continuing: nil, state: nil, requestID: "req-7")
+        let second = TraceContext(continuing: "garbage", state: "x=1", requestID: "req-7")
+        let other = TraceContext(continuing: nil, state: nil, requestID: "req-8")
+        #expect(first.traceID == second.traceID)
+        #expect(first.traceID != other.traceID)
+        #expect(first.spanID != second.spanID)
+        #expect(first.traceID.count == 32 && first.traceID.allSatisfy(\.isHexDigit))
+        #expect(first.traceID == TraceContext(continuing: nil, state: nil, requestID: "req-7").traceID)
+    }
 }

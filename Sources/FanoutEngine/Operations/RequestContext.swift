@@ -8,15 +8,26 @@ public struct RequestContext: Sendable {
     public var requestID: String?
     /// Request headers by lower-case name: only those some operation asked for and the request has.
     public var headers: [String: String]
-    /// The trace the request's sub-requests belong to; `nil` for none (a stored job whose request
-    /// is gone starts one per call).
-    public var trace: TraceContext?
+    /// The client's `traceparent` and `tracestate` headers, as sent (checked where used: see
+    /// ``TraceContext``).
+    public var traceparent: String?
+    public var tracestate: String?
 
     /// Creates a context.
-    public init(requestID: String? = nil, headers: [String: String] = [:], trace: TraceContext? = nil) {
+    public init(
+        requestID: String? = nil, headers: [String: String] = [:], traceparent: String? = nil,
+        tracestate: String? = nil
+    ) {
         self.requestID = requestID
         self.headers = headers
-        self.trace = trace
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+    }
+
+    /// The trace context of one sub-request: a span of its own in the client's trace or the
+    /// request's.
+    public func traceForCall() -> TraceContext {
+        TraceContext(continuing: traceparent, state: tracestate, requestID: requestID)
     }
 
     /// No request: a batch run without one (tests, or a stored job whose headers are gone).
