@@ -3,6 +3,7 @@ import Metrics
 import FanoutEngine
 import NIOConcurrencyHelpers
 import Prometheus
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -10,15 +11,14 @@ import Prometheus
 
 /// Fanout's metrics, served by `GET /metrics` in the Prometheus text format.
 ///
-/// Recorded through swift-metrics into a swift-prometheus registry. What the hot path touches is
-/// made once and kept: a request costs one lookup of its (route, method, status) handles under a
-/// lock, one counter increment and one histogram observation; a batch costs one counter update
-/// per operation and status it holds, and its tasks' durations are tallied without a lock and
-/// merged once per batch (``TaskDurations``: a swift-prometheus histogram takes a lock and walks
-/// its buckets for every observation, which cost batches of 100 echo tasks 15% of their
-/// throughput). Gauges that mirror state kept elsewhere (requests and connections open, batches
-/// and jobs in flight, the process's memory and descriptors) are read when scraped, so they cost
-/// nothing between scrapes.
+/// Most are swift-metrics handles in a swift-prometheus registry: batches shed, jobs and the job
+/// store, upstream calls, the process. The two families every request touches (requests by
+/// route, method and status with their durations; tasks by operation and status with their
+/// durations) are counted in per-thread shards instead (``HotCounters``) and summed when
+/// scraped: through shared handles, two event loops contended for the same locks and counters
+/// on every request, which cost w1 about 7% of its responder CPU (bench/regression.py). Gauges
+/// that mirror state kept elsewhere (requests and connections open, batches and jobs in flight,
+/// the process's memory and descriptors) are read when scraped.
 ///
 /// Labels are bounded: route templates (never raw paths), methods from a fixed list, the status
 /// codes Fanout answers with, operation names from the registry, upstream names from the
@@ -38,25 +38,7 @@ public final class ServiceMetrics: Sendable {
         0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
     ].map { .nanoseconds(Int64($0 * 1e9)) }
 
-    private struct RequestKey: Hashable {
-        var route: Route
-        var method: String
-        var status: Int
-    }
-
-    private struct RequestHandles {
-        let count: CoreMetrics.Counter
-        let duration: CoreMetrics.Timer
-    }
-
-    private struct TaskHandles {
-        let duration: TaskDurations.Series
-        let succeeded, failed, skipped, cancelled: CoreMetrics.Counter
-    }
-
-    private let requests = NIOLockedValueBox<[RequestKey: RequestHandles]>([:])
-    private let tasks = NIOLockedValueBox<[String: TaskHandles]>([:])
-    private let taskDurations = TaskDurations(name: "fanout_task_duration_seconds", bounds: ServiceMetrics.taskBuckets)
+    private let hot = HotCounters(requestBuckets: ServiceMetrics.requestBuckets, taskBuckets: ServiceMetrics.taskBuckets)
     private let shed: [String: CoreMetrics.Counter]
     private let gauges: Gauges
     private let cpuSeconds: CoreMetrics.FloatingPointCounter
@@ -70,7 +52,7 @@ public final class ServiceMetrics: Sendable {
     }
 
     /// The routes Fanout serves, as label values.
-    enum Route: String, Sendable {
+    enum Route: String, Sendable, CaseIterable {
         case batch = "/batch"
         case job = "/batch/{id}"
         case ops = "/ops"
@@ -102,7 +84,6 @@ public final class ServiceMetrics: Sendable {
     public init() {
         registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets = ["fanout_http_server_request_duration_seconds": Self.requestBuckets]
         // Upstream calls and store writes: the request buckets suit them.
         factory.defaultDurationHistogramBuckets = Self.requestBuckets
         self.factory = factory
@@ -136,31 +117,14 @@ public final class ServiceMetrics: Sendable {
 
     /// Counts one answered request and observes its duration.
     func requestAnswered(path: String, method: String, status: Int, duration: Duration) {
-        let key = RequestKey(route: Route(path: path), method: Self.methodLabel(method), status: status)
-        let handles =
-            requests.withLockedValue { $0[key] }
-            ?? requests.withLockedValue { handles in
-                if let existing = handles[key] { return existing }
-                let dimensions = [("route", key.route.rawValue), ("method", key.method), ("status", String(status))]
-                let made = RequestHandles(
-                    count: CoreMetrics.Counter(label: "fanout_http_requests_total", dimensions: dimensions, factory: factory),
-                    duration: CoreMetrics.Timer(
-                        label: "fanout_http_server_request_duration_seconds", dimensions: dimensions, factory: factory))
-                handles[key] = made
-                return made
-            }
-        handles.count.increment()
-        handles.duration.record(duration: duration)
+        hot.requestAnswered(route: Route(path: path), method: Self.methodIndex(method), status: status, duration: duration)
     }
 
     /// Counts the one task of a direct operation call (`POST /ops/{name}`).
     func taskFinished(operation: String, status: TaskStatus, duration: Duration) {
-        var counts = BatchResult.Summary()
-        counts.add(status)
-        let handles = taskHandles(operation)
-        var durations = TaskDurations.Tally()
-        durations.add(duration, bounds: taskDurations.bounds)
-        add(counts, durations, to: handles)
+        var tally = HotCounters.TaskTally()
+        tally.add(status, duration, bounds: hot.taskBuckets)
+        hot.tasksFinished(operation: operation, tally)
     }
 
     /// Counts a batch refused for load: `overloaded` (503), `draining` (503) or `client_limit` (429).
@@ -169,61 +133,32 @@ public final class ServiceMetrics: Sendable {
     }
 
     /// Counts the tasks of a finished batch by operation and status, and observes the duration of
-    /// each task that ran.
+    /// each task that ran: tallied here without a lock, added to this thread's shard once per
+    /// operation.
     public func batchFinished(_ batch: Batch, _ result: BatchResult) {
         var lastOperation = ""
-        var handles: TaskHandles?
-        var counts = BatchResult.Summary()
-        var durations = TaskDurations.Tally()
-        for (task, outcome) in zip(batch.tasks, result.results) {
-            if task.operation != lastOperation || handles == nil {
-                if let handles { add(counts, durations, to: handles) }
-                counts = BatchResult.Summary()
-                durations = TaskDurations.Tally()
-                lastOperation = task.operation
-                handles = taskHandles(task.operation)
+        var tally = HotCounters.TaskTally()
+        let (tasks, results) = (batch.tasks, result.results)
+        // By index, reading fields in place: copying each task and result out (as `zip` does)
+        // retains and releases everything they hold, which cost more than the counting.
+        for index in results.indices {
+            if tasks[index].operation != lastOperation {
+                if tally.count > 0 { hot.tasksFinished(operation: lastOperation, tally) }
+                tally = HotCounters.TaskTally()
+                lastOperation = tasks[index].operation
             }
-            counts.add(outcome.status)
-            if outcome.duration > .zero { durations.add(outcome.duration, bounds: taskDurations.bounds) }
+            tally.add(results[index].status, results[index].duration, bounds: hot.taskBuckets)
         }
-        if let handles { add(counts, durations, to: handles) }
+        if tally.count > 0 { hot.tasksFinished(operation: lastOperation, tally) }
     }
 
-    private func add(_ counts: BatchResult.Summary, _ durations: TaskDurations.Tally, to handles: TaskHandles) {
-        Self.add(counts, to: handles)
-        if durations.count > 0 { taskDurations.merge(durations, into: handles.duration) }
-    }
+    /// The label values of methods, by ``methodIndex(_:)``.
+    static let methodLabels = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"]
 
-    private static func add(_ counts: BatchResult.Summary, to handles: TaskHandles) {
-        if counts.succeeded > 0 { handles.succeeded.increment(by: counts.succeeded) }
-        if counts.failed > 0 { handles.failed.increment(by: counts.failed) }
-        if counts.skipped > 0 { handles.skipped.increment(by: counts.skipped) }
-        if counts.cancelled > 0 { handles.cancelled.increment(by: counts.cancelled) }
-    }
-
-    private func taskHandles(_ operation: String) -> TaskHandles {
-        if let handles = tasks.withLockedValue({ $0[operation] }) { return handles }
-        return tasks.withLockedValue { tasks in
-            if let existing = tasks[operation] { return existing }
-            func counter(_ status: String) -> CoreMetrics.Counter {
-                CoreMetrics.Counter(
-                    label: "fanout_tasks_total", dimensions: [("operation", operation), ("status", status)],
-                    factory: factory)
-            }
-            let made = TaskHandles(
-                duration: taskDurations.series(labels: [("operation", operation)]),
-                succeeded: counter("succeeded"), failed: counter("failed"), skipped: counter("skipped"),
-                cancelled: counter("cancelled"))
-            tasks[operation] = made
-            return made
-        }
-    }
-
-    private static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-    /// The method, or `other` for one Fanout never serves: clients choose methods freely.
-    static func methodLabel(_ method: String) -> String {
-        methods.contains(method) ? method : "other"
+    /// The method's index in ``methodLabels``; `other` for one Fanout never serves, since clients
+    /// choose methods freely.
+    static func methodIndex(_ method: String) -> Int {
+        methodLabels.firstIndex(of: method) ?? methodLabels.count - 1
     }
 
     // MARK: Scraping
@@ -253,7 +188,7 @@ public final class ServiceMetrics: Sendable {
         var buffer: [UInt8] = []
         buffer.reserveCapacity(16 * 1024)
         registry.emit(into: &buffer)
-        taskDurations.emit(into: &buffer)
+        hot.emit(into: &buffer)
         return buffer
     }
 }
@@ -303,86 +238,193 @@ struct ProcessStatistics {
     }
 }
 
-/// A histogram whose observations are tallied by the caller without a lock and merged in one
-/// step: the tasks of a batch are counted where the batch ends, then added under one lock.
-/// Written in the Prometheus text format next to the registry's metrics.
-final class TaskDurations: Sendable {
-    /// Upper bounds of the buckets, in nanoseconds; `+Inf` is implied.
-    let bounds: [Int64]
-    private let name: String
-    private let series = NIOLockedValueBox<[(labels: String, counts: Counts)]>([])
+/// Request and task counts with their duration histograms, in one shard per thread: each
+/// thread adds to its own shard under that shard's lock, which no other thread takes except a
+/// scrape; a scrape sums the shards.
+final class HotCounters: Sendable {
+    let requestBuckets: [Duration]
+    let taskBuckets: [Duration]
+    private let shards: [Shard]
 
-    /// One labelled series; its index in ``series``.
-    struct Series: Sendable {
-        let index: Int
+    init(requestBuckets: [Duration], taskBuckets: [Duration]) {
+        precondition(requestBuckets.count < 17 && taskBuckets.count < 17)
+        self.requestBuckets = requestBuckets
+        self.taskBuckets = taskBuckets
+        shards = (0..<Self.shardCount).map { _ in Shard() }
     }
 
-    struct Counts: Sendable {
-        /// Observations per bucket (not cumulative), the last for `+Inf`.
-        var buckets: [Int]
-        var sum: Int64 = 0
-        var count = 0
-    }
+    /// Threads beyond this share shards (correctly: a shard has a lock).
+    static let shardCount = 32
 
-    /// Observations made without a lock, for ``merge(_:into:)``: 17 buckets at most, inline.
-    struct Tally {
+    /// One histogram's observations: per bucket (not cumulative; the last is `+Inf`), sum, count.
+    struct Histogram {
         var buckets = InlineArray<17, Int>(repeating: 0)
-        var sum: Int64 = 0
+        var sum = Duration.zero
         var count = 0
 
-        mutating func add(_ duration: Duration, bounds: [Int64]) {
-            let (seconds, attoseconds) = duration.components
-            let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+        /// Compares `Duration`s as they are: taking their components divides 128-bit numbers.
+        mutating func observe(_ duration: Duration, bounds: [Duration]) {
             var index = 0
-            while index < bounds.count, nanoseconds > bounds[index] { index += 1 }
+            while index < bounds.count, duration > bounds[index] { index += 1 }
             buckets[index] += 1
-            sum &+= nanoseconds
+            sum += duration
+            count += 1
+        }
+
+        mutating func add(_ other: Histogram) {
+            for index in 0..<17 { buckets[index] += other.buckets[index] }
+            sum += other.sum
+            count += other.count
+        }
+    }
+
+    /// The tasks of one operation in one batch, counted before they reach a shard.
+    struct TaskTally {
+        var statuses = BatchResult.Summary()
+        var durations = Histogram()
+        var count = 0
+
+        mutating func add(_ status: TaskStatus, _ duration: Duration, bounds: [Duration]) {
+            statuses.add(status)
+            if duration > .zero { durations.observe(duration, bounds: bounds) }
             count += 1
         }
     }
 
-    init(name: String, bounds: [Duration]) {
-        precondition(bounds.count < 17)
-        self.name = name
-        self.bounds = bounds.map { Int64($0.components.seconds) * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000 }
+    private struct RequestCell {
+        var count = 0
+        var durations = Histogram()
     }
 
-    /// A new series with `labels` (made once per label set, by the caller's cache).
-    func series(labels: [(String, String)]) -> Series {
-        let rendered = labels.map { "\($0.0)=\"\($0.1)\"" }.joined(separator: ",")
-        return series.withLockedValue { series in
-            series.append((rendered, Counts(buckets: Array(repeating: 0, count: bounds.count + 1))))
-            return Series(index: series.count - 1)
+    private struct TaskCell {
+        var statuses = BatchResult.Summary()
+        var durations = Histogram()
+    }
+
+    // @unchecked: its fields are touched only under `lock`.
+    private final class Shard: @unchecked Sendable {
+        let lock = NIOLock()
+        /// By ``requestKey(_:_:_:)``.
+        var requests: [Int: RequestCell] = [:]
+        var tasks: [String: TaskCell] = [:]
+    }
+
+    private var shard: Shard { shards[ThreadSlot.current % Self.shardCount] }
+
+    private static func requestKey(_ route: Int, _ method: Int, _ status: Int) -> Int {
+        (route * 16 + method) * 1000 + status
+    }
+
+    func requestAnswered(route: ServiceMetrics.Route, method: Int, status: Int, duration: Duration) {
+        let routeIndex = ServiceMetrics.Route.allCases.firstIndex(of: route)!
+        let key = Self.requestKey(routeIndex, method, min(max(status, 0), 999))
+        let shard = shard
+        shard.lock.withLockVoid {
+            shard.requests[key, default: RequestCell()].count += 1
+            shard.requests[key]!.durations.observe(duration, bounds: requestBuckets)
         }
     }
 
-    func merge(_ tally: Tally, into target: Series) {
-        series.withLockedValue { series in
-            for index in 0...bounds.count { series[target.index].counts.buckets[index] += tally.buckets[index] }
-            series[target.index].counts.sum &+= tally.sum
-            series[target.index].counts.count += tally.count
+    func tasksFinished(operation: String, _ tally: TaskTally) {
+        let shard = shard
+        shard.lock.withLockVoid {
+            shard.tasks[operation, default: TaskCell()].statuses.succeeded += tally.statuses.succeeded
+            shard.tasks[operation]!.statuses.failed += tally.statuses.failed
+            shard.tasks[operation]!.statuses.skipped += tally.statuses.skipped
+            shard.tasks[operation]!.statuses.cancelled += tally.statuses.cancelled
+            shard.tasks[operation]!.durations.add(tally.durations)
         }
     }
 
-    /// `# TYPE`, then for each series its cumulative buckets, `+Inf`, `_sum` (seconds) and `_count`.
+    /// The four families, each series summed over the shards, in a stable order.
     func emit(into buffer: inout [UInt8]) {
-        let snapshot = series.withLockedValue { $0 }
-        guard !snapshot.isEmpty else { return }
-        var text = "# TYPE \(name) histogram\n"
-        for (labels, counts) in snapshot {
-            var cumulative = 0
-            for (index, bound) in bounds.enumerated() {
-                cumulative += counts.buckets[index]
-                text += "\(name)_bucket{\(labels),le=\"\(Self.seconds(bound))\"} \(cumulative)\n"
+        var requests: [Int: RequestCell] = [:]
+        var tasks: [String: TaskCell] = [:]
+        for shard in shards {
+            shard.lock.withLockVoid {
+                for (key, cell) in shard.requests {
+                    requests[key, default: RequestCell()].count += cell.count
+                    requests[key]!.durations.add(cell.durations)
+                }
+                for (operation, cell) in shard.tasks {
+                    tasks[operation, default: TaskCell()].statuses.succeeded += cell.statuses.succeeded
+                    tasks[operation]!.statuses.failed += cell.statuses.failed
+                    tasks[operation]!.statuses.skipped += cell.statuses.skipped
+                    tasks[operation]!.statuses.cancelled += cell.statuses.cancelled
+                    tasks[operation]!.durations.add(cell.durations)
+                }
             }
-            text += "\(name)_bucket{\(labels),le=\"+Inf\"} \(counts.count)\n"
-            text += "\(name)_sum{\(labels)} \(Self.seconds(counts.sum))\n"
-            text += "\(name)_count{\(labels)} \(counts.count)\n"
+        }
+        var text = ""
+        let requestLabels = requests.keys.sorted().map { key -> (Int, String) in
+            let status = key % 1000
+            let method = (key / 1000) % 16
+            let route = ServiceMetrics.Route.allCases[key / 16000]
+            return (key, #"route="\#(route.rawValue)",method="\#(ServiceMetrics.methodLabels[method])",status="\#(status)""#)
+        }
+        if !requestLabels.isEmpty {
+            text += "# TYPE fanout_http_requests_total counter\n"
+            for (key, labels) in requestLabels { text += "fanout_http_requests_total{\(labels)} \(requests[key]!.count)\n" }
+            text += "# TYPE fanout_http_server_request_duration_seconds histogram\n"
+            for (key, labels) in requestLabels {
+                Self.write(
+                    requests[key]!.durations, name: "fanout_http_server_request_duration_seconds", labels: labels,
+                    bounds: requestBuckets, to: &text)
+            }
+        }
+        let operations = tasks.keys.sorted()
+        if !operations.isEmpty {
+            text += "# TYPE fanout_tasks_total counter\n"
+            for operation in operations {
+                for status in [TaskStatus.succeeded, .failed, .skipped, .cancelled] {
+                    text += #"fanout_tasks_total{operation="\#(operation)",status="\#(status.rawValue)"} "#
+                    text += "\(tasks[operation]!.statuses.count(status))\n"
+                }
+            }
+            text += "# TYPE fanout_task_duration_seconds histogram\n"
+            for operation in operations {
+                Self.write(
+                    tasks[operation]!.durations, name: "fanout_task_duration_seconds",
+                    labels: #"operation="\#(operation)""#, bounds: taskBuckets, to: &text)
+            }
         }
         buffer.append(contentsOf: text.utf8)
     }
 
-    private static func seconds(_ nanoseconds: Int64) -> String {
-        String(Double(nanoseconds) / 1e9)
+    /// A histogram's cumulative buckets, `+Inf`, `_sum` (seconds) and `_count`.
+    private static func write(
+        _ histogram: Histogram, name: String, labels: String, bounds: [Duration], to text: inout String
+    ) {
+        var cumulative = 0
+        for (index, bound) in bounds.enumerated() {
+            cumulative += histogram.buckets[index]
+            text += "\(name)_bucket{\(labels),le=\"\(seconds(bound))\"} \(cumulative)\n"
+        }
+        text += "\(name)_bucket{\(labels),le=\"+Inf\"} \(histogram.count)\n"
+        text += "\(name)_sum{\(labels)} \(seconds(histogram.sum))\n"
+        text += "\(name)_count{\(labels)} \(histogram.count)\n"
+    }
+
+    private static func seconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        return String(Double(seconds) + Double(attoseconds) / 1e18)
+    }
+}
+
+/// A small number for the calling thread, the same for its whole life: which shard it uses.
+enum ThreadSlot {
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+    private static let next = Atomic<Int>(0)
+
+    static var current: Int {
+        // Stored as slot + 1: a null pointer means none yet.
+        if let stored = pthread_getspecific(key) { return Int(bitPattern: stored) - 1 }
+        let slot = next.wrappingAdd(1, ordering: .relaxed).oldValue
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: slot + 1))
+        return slot
     }
 }
