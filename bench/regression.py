@@ -1,7 +1,7 @@
 """`make bench-regression`: the current Fanout against a reference build of it, on w1 and w2.
 
-Both run behind the same nginx configuration, in interleaved rounds (reference, current,
-reference, …), and the report is the median of each and their ratio: what a change costs on the
+Both run behind the same nginx configuration, in interleaved rounds (reference then current,
+then current then reference, …), and the report is the median of each and their ratio: what a change costs on the
 hot path, measured in one invocation since absolute figures drift on these machines.
 
 Usage: regression.py REFERENCE_BINARY CURRENT_BINARY [ROUNDS]   (BENCH_DURATION, default 8s)
@@ -44,7 +44,10 @@ def main():
     results = {name: {w: [] for w in workloads} for name in ("reference", "current")}
     with tempfile.TemporaryDirectory(prefix="bench-regression-") as workdir:
         for round_index in range(rounds):
-            for name, binary in (("reference", reference), ("current", current)):
+            # Alternating which goes first (ABBA): the machine often slows within a round, which
+            # otherwise always counts against the second.
+            order = [("reference", reference), ("current", current)]
+            for name, binary in order if round_index % 2 == 0 else reversed(order):
                 stack = bench.Stack("fanout", binary, workdir)
                 stack.start()
                 try:

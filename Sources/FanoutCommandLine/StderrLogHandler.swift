@@ -132,25 +132,44 @@ public struct StderrLogHandler: LogHandler {
         line.withUnsafeBytes { _ = Glibc.write(2, $0.baseAddress, $0.count) }
     }
 
-    /// `2026-11-29T19:02:17.123Z`; the part up to the seconds is formatted once per second.
+    /// `2026-11-29T19:02:17.123Z`; the part up to the seconds is formatted once per second, per
+    /// thread: a cache shared by the event loops was a lock they took turns at for every line.
     private static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        let milliseconds = now.tv_nsec / 1_000_000
-        let seconds = cachedSecond.withLockedValue { cache -> String in
-            if cache.second != now.tv_sec {
-                var time = tm()
-                var epoch = now.tv_sec
-                gmtime_r(&epoch, &time)
-                var buffer = [CChar](repeating: 0, count: 32)
-                let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &time)
-                cache = (now.tv_sec, String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self))
-            }
-            return cache.text
+        let cache = SecondCache.current
+        if cache.second != now.tv_sec {
+            var time = tm()
+            var epoch = now.tv_sec
+            gmtime_r(&epoch, &time)
+            var buffer = [CChar](repeating: 0, count: 32)
+            let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S.", &time)
+            cache.second = now.tv_sec
+            cache.text = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
-        let fraction = String(milliseconds + 1000).dropFirst()
-        return "\(seconds).\(fraction)Z"
+        let milliseconds = Int(now.tv_nsec / 1_000_000)
+        let digits = [UInt8(48 + milliseconds / 100), UInt8(48 + milliseconds / 10 % 10), UInt8(48 + milliseconds % 10), 90]
+        return cache.text + String(decoding: digits, as: UTF8.self)
     }
 
-    private static let cachedSecond = NIOLockedValueBox<(second: Int, text: String)>((-1, ""))
+    /// The formatted second of the calling thread's last line.
+    private final class SecondCache {
+        var second = -1
+        var text = ""
+
+        private static let key: pthread_key_t = {
+            var key = pthread_key_t()
+            pthread_key_create(&key) { stored in
+                if let stored { Unmanaged<SecondCache>.fromOpaque(stored).release() }
+            }
+            return key
+        }()
+
+        static var current: SecondCache {
+            if let stored = pthread_getspecific(key) { return Unmanaged<SecondCache>.fromOpaque(stored).takeUnretainedValue() }
+            let cache = SecondCache()
+            pthread_setspecific(key, Unmanaged.passRetained(cache).toOpaque())
+            return cache
+        }
+    }
 }
