@@ -122,6 +122,16 @@ func describe(result: [String: Any]) -> String {
     return line
 }
 
+/// A job document: as it came (`--json`), or a line per task result and the progress line.
+func printJob(_ response: ClientResponse, _ document: [String: Any], json: Bool) {
+    if json {
+        print(response.text)
+    } else {
+        for item in document["results"] as? [[String: Any]] ?? [] { print(describe(result: item)) }
+        print(JobProgress(document).line)
+    }
+}
+
 func summaryLine(_ summary: [String: Any], status: String) -> String {
     let counts = ["succeeded", "failed", "skipped", "cancelled"].map { "\(summary[$0] as? Int ?? 0) \($0)" }
     return "\(status): " + counts.joined(separator: ", ")
@@ -250,14 +260,8 @@ struct StatusCommand: AsyncParsableCommand {
         let client = FanoutClient(options: options)
         let response = try await client.send(.GET, "/batch/" + job)
         guard response.status == 200, let document = response.json else { throw client.fail(response) }
-        let status = document["status"] as? String ?? "?"
-        if options.json {
-            print(response.text)
-        } else {
-            for item in document["results"] as? [[String: Any]] ?? [] { print(describe(result: item)) }
-            print(JobProgress(document).line)
-        }
-        throw ExitCode(clientExitCode(status: status))
+        printJob(response, document, json: options.json)
+        throw ExitCode(clientExitCode(status: JobProgress(document).status))
     }
 }
 

@@ -72,14 +72,8 @@ struct WatchCommand: AsyncParsableCommand {
             }
             try await Task.sleep(for: .milliseconds(Int(interval * 1000)))
         }
-        let progress = JobProgress(document)
-        if options.json {
-            print(response.text)
-        } else {
-            for item in document["results"] as? [[String: Any]] ?? [] { print(describe(result: item)) }
-            print(progress.line)
-        }
-        throw ExitCode(clientExitCode(status: progress.status))
+        printJob(response, document, json: options.json)
+        throw ExitCode(clientExitCode(status: JobProgress(document).status))
     }
 }
 
