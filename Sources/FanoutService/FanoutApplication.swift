@@ -47,8 +47,7 @@ public final class FanoutApplication: Sendable {
     }
 
     private let configuration: Configuration
-    /// The HTTP service, for tests and for the metrics it keeps.
-    public let service: FanoutService
+    private let service: FanoutService
     private let server: FastCGIServer
     private let upstreamClient: UpstreamClient
     private let logger: Logger

@@ -73,16 +73,16 @@ public final class FanoutService: FastCGIHandler {
 
     /// The request with its id in `REQUEST_ID`: nginx's `$request_id` as the configurations here
     /// pass it, else the client's `X-Request-Id` when it is a sane token, else a new one.
-    static func identified(_ request: FastCGIRequest) -> FastCGIRequest {
-        if let id = request.parameters["REQUEST_ID"], isValidRequestID(id) { return request }
+    static func identified(_ request: FastCGIRequest) -> (request: FastCGIRequest, id: String) {
+        if let id = request.parameters["REQUEST_ID"], isValidRequestID(id) { return (request, id) }
         var parameters = request.parameters
-        if let id = request.parameters["HTTP_X_REQUEST_ID"], isValidRequestID(id) {
-            parameters["REQUEST_ID"] = id
-        } else {
-            parameters["REQUEST_ID"] = TraceContext.randomHex(bytes: 16)
-        }
-        return FastCGIRequest(
+        let id =
+            request.parameters["HTTP_X_REQUEST_ID"].flatMap { isValidRequestID($0) ? $0 : nil }
+            ?? TraceContext.randomHex(bytes: 16)
+        parameters["REQUEST_ID"] = id
+        let identified = FastCGIRequest(
             parameters: parameters, body: request.body, bodyTooLarge: request.bodyTooLarge, receivedAt: request.receivedAt)
+        return (identified, id)
     }
 
     /// 1 to 200 visible ASCII characters: what can go in a header, a log line and a job document
@@ -170,7 +170,7 @@ public final class FanoutService: FastCGIHandler {
 
     /// Answers one request, logs it and counts it.
     public func handle(_ request: FastCGIRequest) async -> FastCGIResponse {
-        let request = Self.identified(request)
+        let (request, requestID) = Self.identified(request)
         var taskCount = 0
         var response: FastCGIResponse
         do {
@@ -184,21 +184,21 @@ public final class FanoutService: FastCGIHandler {
                 detail: "the server could not complete the request"
             ).response()
         }
-        response.headers.append(("X-Request-Id", request.parameters["REQUEST_ID"] ?? ""))
+        response.headers.append(("X-Request-Id", requestID))
         if let stream = response.stream {
             // A streamed request is logged and counted when its stream ends, with its whole duration.
             let status = response.status
             response.stream = { [self, taskCount] writer in
                 await stream(writer)
-                finished(request, status: status, taskCount: taskCount, streamed: true)
+                finished(request, id: requestID, status: status, taskCount: taskCount, streamed: true)
             }
         } else {
-            finished(request, status: response.status, taskCount: taskCount, streamed: false)
+            finished(request, id: requestID, status: response.status, taskCount: taskCount, streamed: false)
         }
         return response
     }
 
-    private func finished(_ request: FastCGIRequest, status: Int, taskCount: Int, streamed: Bool) {
+    private func finished(_ request: FastCGIRequest, id: String, status: Int, taskCount: Int, streamed: Bool) {
         let elapsed = ContinuousClock.now - request.receivedAt
         let (path, method) = (request.path, request.method)
         metrics.requestAnswered(path: path, method: method, status: status, duration: elapsed)
@@ -207,7 +207,7 @@ public final class FanoutService: FastCGIHandler {
         var metadata: Logger.Metadata = [
             "method": .string(method), "path": .string(path), "status": .string(String(status)),
             "tasks": .string(String(taskCount)), "duration_ms": .string(Self.milliseconds(elapsed)),
-            "request_id": .string(request.parameters["REQUEST_ID"] ?? ""),
+            "request_id": .string(id),
         ]
         if streamed { metadata["streamed"] = "true" }
         logger.info("request", metadata: metadata)

@@ -299,6 +299,11 @@ final class HotCounters: Sendable {
     private struct TaskCell {
         var statuses = BatchResult.Summary()
         var durations = Histogram()
+
+        mutating func add(_ statuses: BatchResult.Summary, _ durations: Histogram) {
+            self.statuses.add(statuses)
+            self.durations.add(durations)
+        }
     }
 
     // @unchecked: its fields are touched only under `lock`.
@@ -328,11 +333,7 @@ final class HotCounters: Sendable {
     func tasksFinished(operation: String, _ tally: TaskTally) {
         let shard = shard
         shard.lock.withLockVoid {
-            shard.tasks[operation, default: TaskCell()].statuses.succeeded += tally.statuses.succeeded
-            shard.tasks[operation]!.statuses.failed += tally.statuses.failed
-            shard.tasks[operation]!.statuses.skipped += tally.statuses.skipped
-            shard.tasks[operation]!.statuses.cancelled += tally.statuses.cancelled
-            shard.tasks[operation]!.durations.add(tally.durations)
+            shard.tasks[operation, default: TaskCell()].add(tally.statuses, tally.durations)
         }
     }
 
@@ -347,11 +348,7 @@ final class HotCounters: Sendable {
                     requests[key]!.durations.add(cell.durations)
                 }
                 for (operation, cell) in shard.tasks {
-                    tasks[operation, default: TaskCell()].statuses.succeeded += cell.statuses.succeeded
-                    tasks[operation]!.statuses.failed += cell.statuses.failed
-                    tasks[operation]!.statuses.skipped += cell.statuses.skipped
-                    tasks[operation]!.statuses.cancelled += cell.statuses.cancelled
-                    tasks[operation]!.durations.add(cell.durations)
+                    tasks[operation, default: TaskCell()].add(cell.statuses, cell.durations)
                 }
             }
         }

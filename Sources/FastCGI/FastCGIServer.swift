@@ -71,7 +71,7 @@ public final class FastCGIServer: Sendable {
     public var connectionCount: Int { shared.connections.load(ordering: .relaxed) }
 
     /// Stops accepting new connections; those open go on being served.
-    public func stopAccepting() {
+    private func stopAccepting() {
         shared.accepting.store(false, ordering: .releasing)
         for loop in loops { loop.execute { loop.disarmListener() } }
     }

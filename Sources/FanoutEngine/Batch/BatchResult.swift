@@ -25,6 +25,14 @@ public struct BatchResult: Sendable {
         /// All zero.
         public init() {}
 
+        /// Adds `other`'s counts to these.
+        public mutating func add(_ other: Summary) {
+            succeeded += other.succeeded
+            failed += other.failed
+            skipped += other.skipped
+            cancelled += other.cancelled
+        }
+
         /// Counts one more task that ended with `status`.
         public mutating func add(_ status: TaskStatus) {
             switch status {

@@ -82,22 +82,12 @@ public struct TraceContext: Sendable, Equatable {
     ///
     /// From ``FastRandom``: ids and trace ids need to be unique and unpredictable enough to
     /// spread, not secret, and the system generator costs a system call each time.
+    ///
+    /// - Precondition: `bytes` is a multiple of 8.
     public static func randomHex(bytes: Int) -> String {
+        precondition(bytes > 0 && bytes % 8 == 0)
         var generator = FastRandom()
-        let digits = Array("0123456789abcdef".utf8)
-        return String(unsafeUninitializedCapacity: bytes * 2) { buffer in
-            var index = 0
-            while index < bytes * 2 {
-                var word = generator.next() as UInt64
-                if index == 0 { word |= 1 }  // never all zero
-                for _ in 0..<min(16, bytes * 2 - index) {
-                    buffer[index] = digits[Int(word & 0xF)]
-                    word >>= 4
-                    index += 1
-                }
-            }
-            return bytes * 2
-        }
+        return hex((0..<bytes / 8).map { $0 == 0 ? generator.next() | 1 : generator.next() })
     }
 }
 
