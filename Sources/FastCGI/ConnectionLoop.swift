@@ -28,7 +28,17 @@ final class ConnectionLoop: @unchecked Sendable {
         let connection: FastCGIConnection
         var phase: Phase
         var task: Task<Void, Never>?
+        /// Set when the connection reported a hang-up (or stray input) while its request was
+        /// handled: it no longer reports events, and it closes once the handler ends.
+        var silenced = false
     }
+
+    /// What a connection is registered for, once, from accept to close: readable (the next
+    /// request, or nginx closing) and peer hang-up. Level-triggered and never re-armed, so a
+    /// request costs no `epoll_ctl`: between the read and the next request nothing is readable
+    /// (nginx sends a request only after the previous answer), so it reports nothing unless nginx
+    /// hangs up — which is what the handling phase listens for.
+    private static let connectionEvents = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
 
     private static let listenerToken: UInt64 = 1
     /// How long one blocking read or write may wait on a peer before the connection is dropped.
@@ -46,7 +56,9 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     func start(name: String) {
-        loop.start(name: name) { [unowned self] token, events in handle(token: token, events: events) }
+        loop.start(name: name, whenIdle: shared.configuration.whenIdle) { [unowned self] token, events in
+            handle(token: token, events: events)
+        }
         loop.execute { self.armListener() }
     }
 
@@ -93,8 +105,13 @@ final class ConnectionLoop: @unchecked Sendable {
             shared.activeRequests.add(1, ordering: .relaxed)
             readRequest(token, entry.connection)
         case .handling:
-            // nginx closes the connection when its client goes away.
+            // nginx closes the connection when its client goes away (it sends nothing else while
+            // a request is handled). The hang-up stays readable, and epoll reports a hang-up
+            // whatever a registration asks for: unregister, once.
             entry.task?.cancel()
+            guard !entry.silenced else { return }
+            entries[token]?.silenced = true
+            loop.epoll.remove(entry.connection.fileDescriptor)
         case .reading, .writing:
             break
         }
@@ -131,8 +148,7 @@ final class ConnectionLoop: @unchecked Sendable {
             nextToken += 1
             let connection = FastCGIConnection(fileDescriptor: fd)
             entries[token] = Entry(connection: connection, phase: .reading)
-            // Registered disarmed; each phase arms it for what it waits for.
-            loop.epoll.add(fd, events: EPOLLONESHOT.rawValue, token: token)
+            loop.epoll.add(fd, events: Self.connectionEvents, token: token)
             readRequest(token, connection)
         }
     }
@@ -156,8 +172,6 @@ final class ConnectionLoop: @unchecked Sendable {
             let request = FastCGIRequest(
                 parameters: parameters, body: body, bodyTooLarge: bodyTooLarge, receivedAt: .now)
             entries[token]?.phase = .handling
-            loop.epoll.modify(
-                connection.fileDescriptor, events: EPOLLRDHUP.rawValue | EPOLLONESHOT.rawValue, token: token)
             let handler = shared.handler
             // The task's first job is queued on this loop and runs after this event is handled,
             // so its handle is stored before it can finish.
@@ -224,13 +238,10 @@ final class ConnectionLoop: @unchecked Sendable {
 
     /// Ends a request's bookkeeping once its response is written.
     private func completed(_ token: UInt64, keptOpen: Bool) {
-        guard let connection = entries[token]?.connection else { return }
-        if keptOpen {
+        guard let entry = entries[token] else { return }
+        if keptOpen, !entry.silenced {
             entries[token]?.phase = .idle
             shared.activeRequests.subtract(1, ordering: .relaxed)
-            loop.epoll.modify(
-                connection.fileDescriptor, events: EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLONESHOT.rawValue,
-                token: token)
         } else {
             remove(token)
         }
@@ -241,7 +252,7 @@ final class ConnectionLoop: @unchecked Sendable {
         if entry.phase != .idle { shared.activeRequests.subtract(1, ordering: .relaxed) }
         let fd = entry.connection.fileDescriptor
         // Unregister before the descriptor closes (when `entry` is released just below).
-        if fd >= 0 { loop.epoll.remove(fd) }
+        if fd >= 0, !entry.silenced { loop.epoll.remove(fd) }
         shared.connectionClosed()
     }
 
