@@ -119,6 +119,8 @@ struct ServeCommand: AsyncParsableCommand {
         transport.allowNonLoopback = Setting.allowRemote.isOn(allowRemote, environment: environment)
         transport.ioThreads = try integer(.ioThreads, ioThreads)
         transport.maximumConnections = try integer(.maxConnections, maxConnections)
+        // The request lines an event loop logs while busy go out together when it is idle.
+        transport.whenIdle = { StderrLogHandler.flushThreadBuffer() }
         try Self.raiseDescriptorLimit(for: transport.maximumConnections)
 
         service.maximumBodyBytes = try integer(.maxBodyBytes, maxBodyBytes)

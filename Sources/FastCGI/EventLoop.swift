@@ -38,14 +38,18 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Handles one epoll event (token, event bits); set once, before the thread starts.
     private var onEvent: (UInt64, UInt32) -> Void = { _, _ in }
+    /// Runs before each wait with nothing queued; set once, before the thread starts.
+    private var whenIdle: () -> Void = {}
 
     init() throws(FastCGIServerError) {
         epoll = try Epoll()
     }
 
-    /// Starts the thread; `onEvent` handles each socket event on it.
-    func start(name: String, onEvent: @escaping (UInt64, UInt32) -> Void) {
+    /// Starts the thread; `onEvent` handles each socket event on it, `whenIdle` runs on it before
+    /// each wait that may block.
+    func start(name: String, whenIdle: @escaping () -> Void = {}, onEvent: @escaping (UInt64, UInt32) -> Void) {
         self.onEvent = onEvent
+        self.whenIdle = whenIdle
         thread = Self.spawn(name: name) { [unowned self] in run() }
     }
 
@@ -115,6 +119,7 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 }
             }
             // Do not sleep while work may have been queued by what just ran.
+            if batch.isEmpty { whenIdle() }
             let count = epoll.wait(into: events, timeoutMilliseconds: batch.isEmpty ? -1 : 0)
             batch.removeAll(keepingCapacity: true)
             for index in 0..<count {

@@ -31,6 +31,9 @@ extension FastCGIServer {
         public var maximumBodyBytes = 8 * 1024 * 1024
         /// The listen backlog for sockets the server creates.
         public var backlog: Int32 = 1024
+        /// Called on an event loop's thread each time it is about to wait with nothing to do:
+        /// the moment to write out what the thread gathered while it was busy (log lines).
+        public var whenIdle: @Sendable () -> Void = {}
 
         /// The default configuration.
         public init() {}
