@@ -75,13 +75,11 @@ public final class FanoutService: FastCGIHandler {
     /// pass it, else the client's `X-Request-Id` when it is a sane token, else a new one.
     static func identified(_ request: FastCGIRequest) -> (request: FastCGIRequest, id: String) {
         if let id = request.parameters["REQUEST_ID"], isValidRequestID(id) { return (request, id) }
-        var parameters = request.parameters
+        var identified = request
         let id =
             request.parameters["HTTP_X_REQUEST_ID"].flatMap { isValidRequestID($0) ? $0 : nil }
             ?? TraceContext.randomHex(bytes: 16)
-        parameters["REQUEST_ID"] = id
-        let identified = FastCGIRequest(
-            parameters: parameters, body: request.body, bodyTooLarge: request.bodyTooLarge, receivedAt: request.receivedAt)
+        identified.parameters["REQUEST_ID"] = id
         return (identified, id)
     }
 

@@ -16,7 +16,7 @@ final class FastCGIConnection: @unchecked Sendable {
     /// What reading the next request produced.
     enum ReadResult {
         /// A request with its parameters and body.
-        case request(parameters: [String: String], body: [UInt8], bodyTooLarge: Bool)
+        case request(parameters: FastCGIParameters, body: [UInt8], bodyTooLarge: Bool)
         /// The peer closed the connection, or it broke; the descriptor is closed.
         case closed
     }
@@ -56,7 +56,8 @@ final class FastCGIConnection: @unchecked Sendable {
         // fails at once with EBADF.
         guard FCGX_Accept_r(request) == 0 else { return .closed }
         peerWantsKeepAlive = request.pointee.keepConnection != 0
-        let parameters = copyParameters()
+        // libfcgi's parameter strings die at the next Accept/Finish: copied, in one block.
+        let parameters = FastCGIParameters(environment: request.pointee.envp)
         let declaredLength = parameters["CONTENT_LENGTH"].flatMap { Int($0) } ?? 0
         guard let (body, tooLarge) = readBody(declaredLength: declaredLength, limit: maximumBodyBytes) else {
             finish(keepAlive: false)
@@ -95,27 +96,6 @@ final class FastCGIConnection: @unchecked Sendable {
 
     private func flush() -> Bool {
         FCGX_FFlush(request.pointee.out) == 0 && FCGX_GetError(request.pointee.out) == 0
-    }
-
-    /// libfcgi's parameter strings die at the next Accept/Finish: copy them.
-    private func copyParameters() -> [String: String] {
-        // nginx sends about 20 parameters (fastcgi_params, the request id, the HTTP_* headers):
-        // room for them at once spares the table five rehashes on its way up from empty.
-        var parameters: [String: String] = [:]
-        parameters.reserveCapacity(32)
-        guard var entry = request.pointee.envp else { return parameters }
-        while let pointer = entry.pointee {
-            let text = UnsafeRawPointer(pointer).assumingMemoryBound(to: UInt8.self)
-            let length = strlen(pointer)
-            let bytes = UnsafeBufferPointer(start: text, count: length)
-            if let equals = bytes.firstIndex(of: UInt8(ascii: "=")) {
-                let name = String(decoding: bytes[..<equals], as: UTF8.self)
-                let value = String(decoding: bytes[(equals + 1)...], as: UTF8.self)
-                parameters[name] = value
-            }
-            entry += 1
-        }
-        return parameters
     }
 
     /// Reads the body to its end. Returns `nil` when the stream broke.

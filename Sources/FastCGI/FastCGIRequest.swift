@@ -1,7 +1,7 @@
 /// One request received over FastCGI: its CGI parameters and its body.
 public struct FastCGIRequest: Sendable {
     /// The CGI parameters nginx sent (`REQUEST_METHOD`, `DOCUMENT_URI`, `HTTP_*` headers, …).
-    public let parameters: [String: String]
+    public var parameters: FastCGIParameters
     /// The request body, complete, unless it was larger than the configured limit.
     public let body: [UInt8]
     /// Whether the body exceeded the configured limit (and was discarded).
@@ -9,15 +9,24 @@ public struct FastCGIRequest: Sendable {
     /// When the request was read.
     public let receivedAt: ContinuousClock.Instant
 
-    /// Creates a request; the transport does this, tests may too.
+    /// Creates a request; the transport does this.
     public init(
-        parameters: [String: String], body: [UInt8] = [], bodyTooLarge: Bool = false,
+        parameters: FastCGIParameters, body: [UInt8] = [], bodyTooLarge: Bool = false,
         receivedAt: ContinuousClock.Instant = .now
     ) {
         self.parameters = parameters
         self.body = body
         self.bodyTooLarge = bodyTooLarge
         self.receivedAt = receivedAt
+    }
+
+    /// Creates a request from parameters by name (tests, and requests built by hand).
+    public init(
+        parameters: [String: String], body: [UInt8] = [], bodyTooLarge: Bool = false,
+        receivedAt: ContinuousClock.Instant = .now
+    ) {
+        self.init(
+            parameters: FastCGIParameters(parameters), body: body, bodyTooLarge: bodyTooLarge, receivedAt: receivedAt)
     }
 
     /// The HTTP method, `GET` if nginx sent none.
@@ -37,13 +46,6 @@ public struct FastCGIRequest: Sendable {
 
     /// A request header by name (`"Accept"`, `"Prefer"`), as nginx passed it.
     public func header(_ name: String) -> String? {
-        var key = "HTTP_"
-        for character in name.utf8 {
-            key.append(
-                character == UInt8(ascii: "-")
-                    ? "_"
-                    : Character(Unicode.Scalar(character >= 0x61 && character <= 0x7A ? character - 32 : character)))
-        }
-        return parameters[key]
+        parameters.header(name)
     }
 }

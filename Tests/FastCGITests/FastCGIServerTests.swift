@@ -168,6 +168,32 @@ struct FastCGIRequestTests {
         #expect(request.path == "/batch")
         #expect(request.method == "GET")
     }
+
+    @Test("parameters are found by their exact name; setting one replaces it, nil removes it")
+    func parameterTable() {
+        var parameters = FastCGIParameters([
+            "REQUEST_ID": "abc", "HTTP_X": "1", "EMPTY": "", "A": "é=ü", "HTTP_CONTENT_TYPE": "text/plain",
+        ])
+        #expect(parameters["REQUEST_ID"] == "abc")
+        #expect(parameters["REQUEST_I"] == nil)
+        #expect(parameters["REQUEST_IDX"] == nil)
+        #expect(parameters["request_id"] == nil)
+        #expect(parameters["EMPTY"] == "")
+        #expect(parameters["A"] == "é=ü")
+        #expect(parameters[""] == nil)
+        #expect(parameters.header("x") == "1")
+        #expect(parameters.header("Content-Type") == "text/plain")
+        #expect(parameters.header("Content_Type") == "text/plain")  // nginx maps both to one name
+        #expect(parameters.header("Content-Typ") == nil)
+        #expect(parameters.header("") == nil)
+        parameters["REQUEST_ID"] = "def"
+        #expect(parameters["REQUEST_ID"] == "def")
+        parameters["NEW"] = "n"
+        #expect(parameters["NEW"] == "n")
+        parameters["HTTP_X"] = nil
+        #expect(parameters.header("X") == nil)
+        #expect(parameters["A"] == "é=ü")
+    }
 }
 
 @Suite("FastCGI transport", .serialized)
