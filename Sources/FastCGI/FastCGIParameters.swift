@@ -54,11 +54,20 @@ public struct FastCGIParameters: Sendable {
     public subscript(name: String) -> String? {
         get {
             var name = name
-            return name.withUTF8 { wanted in index { matches($0, wanted) } }.map(value(at:))
+            return name.withUTF8 { wanted in
+                lastIndex { bytes, start, length in
+                    length == wanted.count && (length == 0 || memcmp(bytes + start, wanted.baseAddress!, length) == 0)
+                }
+            }.map(value(at:))
         }
         set {
             var name = name
-            if let index = name.withUTF8({ wanted in index { matches($0, wanted) } }) { fields.remove(at: index) }
+            let existing = name.withUTF8 { wanted in
+                lastIndex { bytes, start, length in
+                    length == wanted.count && (length == 0 || memcmp(bytes + start, wanted.baseAddress!, length) == 0)
+                }
+            }
+            if let existing { fields.remove(at: existing) }
             guard let newValue else { return }
             let start = storage.count
             storage.append(contentsOf: name.utf8)
@@ -76,20 +85,15 @@ public struct FastCGIParameters: Sendable {
     public func header(_ name: String) -> String? {
         var name = name
         return name.withUTF8 { header in
-            index { field in
-                let length = Int(field.valueStart - field.nameStart) - 1
-                guard length == header.count + 5 else { return false }
-                return storage.withUnsafeBufferPointer { bytes in
-                    let start = Int(field.nameStart)
-                    guard bytes[start] == UInt8(ascii: "H"), bytes[start + 1] == UInt8(ascii: "T"),
-                        bytes[start + 2] == UInt8(ascii: "T"), bytes[start + 3] == UInt8(ascii: "P"),
-                        bytes[start + 4] == UInt8(ascii: "_")
-                    else { return false }
-                    for offset in 0..<header.count where bytes[start + 5 + offset] != Self.cgiByte(header[offset]) {
-                        return false
-                    }
-                    return true
+            lastIndex { bytes, start, length in
+                guard length == header.count + 5, bytes[start] == UInt8(ascii: "H"),
+                    bytes[start + 1] == UInt8(ascii: "T"), bytes[start + 2] == UInt8(ascii: "T"),
+                    bytes[start + 3] == UInt8(ascii: "P"), bytes[start + 4] == UInt8(ascii: "_")
+                else { return false }
+                for offset in 0..<header.count where bytes[start + 5 + offset] != Self.cgiByte(header[offset]) {
+                    return false
                 }
+                return true
             }
         }.map(value(at:))
     }
@@ -100,18 +104,20 @@ public struct FastCGIParameters: Sendable {
         return byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte
     }
 
-    private func matches(_ field: Field, _ name: UnsafeBufferPointer<UInt8>) -> Bool {
-        let length = Int(field.valueStart - field.nameStart) - 1
-        guard length == name.count else { return false }
-        guard length > 0 else { return true }
+    /// The last field whose name `matches` (storage, the name's start and its length): a name set
+    /// again replaces the earlier one. The buffers are entered once for the whole search.
+    private func lastIndex(where matches: (UnsafePointer<UInt8>, Int, Int) -> Bool) -> Int? {
+        guard !fields.isEmpty else { return nil }
         return storage.withUnsafeBufferPointer { bytes in
-            memcmp(bytes.baseAddress! + Int(field.nameStart), name.baseAddress!, length) == 0
+            fields.withUnsafeBufferPointer { fields in
+                for index in fields.indices.reversed() {
+                    let field = fields[index]
+                    let start = Int(field.nameStart)
+                    if matches(bytes.baseAddress!, start, Int(field.valueStart) - start - 1) { return index }
+                }
+                return nil
+            }
         }
-    }
-
-    /// The last field that `matches` (a name set again replaces the earlier one).
-    private func index(where matches: (Field) -> Bool) -> Int? {
-        fields.lastIndex(where: matches)
     }
 
     private func value(at index: Int) -> String {
