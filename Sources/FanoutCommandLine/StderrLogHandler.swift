@@ -62,7 +62,7 @@ public struct StderrLogHandler: LogHandler {
         // Bytes appended in place: this runs once per request, and building strings of strings
         // for it cost more than the rest of the request's logging.
         var line = LineWriter(json: format == .json)
-        line.member("time", Self.timestamp())
+        Self.timestamp(into: &line)
         line.member("level", event.level.rawValue)
         line.member("msg", event.message.description)
         if label != "fanout" { line.member("logger", label) }
@@ -103,6 +103,22 @@ public struct StderrLogHandler: LogHandler {
             self.json = json
             bytes.reserveCapacity(256)
             if json { bytes.append(UInt8(ascii: "{")) }
+        }
+
+        /// A member whose value needs no quotes or escapes (a timestamp).
+        mutating func plainMember(_ key: String, _ value: UnsafeRawBufferPointer) {
+            if json {
+                if bytes.count > 1 { bytes.append(UInt8(ascii: ",")) }
+                quoted(key)
+                bytes.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: "\"")])
+                bytes.append(contentsOf: value)
+                bytes.append(UInt8(ascii: "\""))
+            } else {
+                if !bytes.isEmpty { bytes.append(UInt8(ascii: " ")) }
+                bytes.append(contentsOf: key.utf8)
+                bytes.append(UInt8(ascii: "="))
+                bytes.append(contentsOf: value)
+            }
         }
 
         mutating func member(_ key: String, _ value: String) {
@@ -168,7 +184,7 @@ public struct StderrLogHandler: LogHandler {
 
     /// `2026-11-29T19:02:17.123Z`; the part up to the seconds is formatted once per second, per
     /// thread: a cache shared by the event loops was a lock they took turns at for every line.
-    private static func timestamp() -> String {
+    private static func timestamp(into line: inout LineWriter) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let cache = ThreadState.current
@@ -179,18 +195,23 @@ public struct StderrLogHandler: LogHandler {
             var buffer = [CChar](repeating: 0, count: 32)
             let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S.", &time)
             cache.second = now.tv_sec
-            cache.text = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            cache.stamp = buffer[..<length].map { UInt8(bitPattern: $0) } + Array("000Z".utf8)
         }
+        // The milliseconds, written over the last line's in place.
         let milliseconds = Int(now.tv_nsec / 1_000_000)
-        let digits = [UInt8(48 + milliseconds / 100), UInt8(48 + milliseconds / 10 % 10), UInt8(48 + milliseconds % 10), 90]
-        return cache.text + String(decoding: digits, as: UTF8.self)
+        let end = cache.stamp.count - 1
+        cache.stamp[end - 3] = UInt8(48 + milliseconds / 100)
+        cache.stamp[end - 2] = UInt8(48 + milliseconds / 10 % 10)
+        cache.stamp[end - 1] = UInt8(48 + milliseconds % 10)
+        cache.stamp.withUnsafeBytes { line.plainMember("time", $0) }
     }
 
     /// What a thread keeps for its lines: the formatted second of its last line, and on an event
     /// loop the lines it has gathered. Only its own thread touches it, so it needs no lock.
     private final class ThreadState {
         var second = -1
-        var text = ""
+        /// `2026-11-29T19:02:17.123Z`, up to the second for `second`.
+        var stamp: [UInt8] = []
         /// Whether `info` and `debug` lines gather in `pending` (set by `flushThreadBuffer`).
         var buffers = false
         var pending: [UInt8] = []
