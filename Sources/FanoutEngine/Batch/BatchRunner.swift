@@ -44,19 +44,29 @@ public enum BatchRunner {
         let deadlineTimer =
             batch.hasWaitingTasks
             ? DeadlineScheduler.shared.schedule(at: start + batch.timeout) { inbox.post(.deadline) } : nil
-        await withDiscardingTaskGroup { group in
-            await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
-            while !execution.isFinished {
-                if let onResults { await report(&execution, to: onResults) }
-                for event in await inbox.next() {
-                    execution.handle(event, cancellationCause: cancellationCause)
+        if batch.hasWaitingTasks {
+            await withDiscardingTaskGroup { group in
+                let spawn: BatchExecution.Spawn = { group.addTask(operation: $0) }
+                await execution.launchReadyTasks(spawn: spawn, cancellationCause: cancellationCause)
+                while !execution.isFinished {
+                    if let onResults { await report(&execution, to: onResults) }
+                    for event in await inbox.next() {
+                        execution.handle(event, cancellationCause: cancellationCause)
+                    }
+                    if execution.stopReason == nil {
+                        await execution.launchReadyTasks(spawn: spawn, cancellationCause: cancellationCause)
+                    }
                 }
-                if execution.stopReason == nil {
-                    await execution.launchReadyTasks(in: &group, cancellationCause: cancellationCause)
-                }
+                execution.cancelRunningTasks()
+                group.cancelAll()
             }
-            execution.cancelRunningTasks()
-            group.cancelAll()
+        } else {
+            // Every task runs inline, dependents as soon as what they need is done, so one pass
+            // runs them all: no task group to create and wait for (a tenth of a one-task batch's
+            // cost), and no events to wait for.
+            await execution.launchReadyTasks(
+                spawn: { _ in preconditionFailure("a batch of instant tasks started a child task") },
+                cancellationCause: cancellationCause)
         }
         if let deadlineTimer { DeadlineScheduler.shared.cancel(deadlineTimer) }
         let result = execution.finish(duration: clock.now - start)
@@ -127,6 +137,9 @@ struct BatchExecution {
         case cancelled
     }
 
+    /// Starts a child task of the batch's task group.
+    typealias Spawn = (sending @escaping @isolated(any) () async -> Void) -> Void
+
     /// A task that has started and not ended.
     private struct Running {
         let started: ContinuousClock.Instant
@@ -178,7 +191,7 @@ struct BatchExecution {
     /// Starts ready tasks: instant ones inline, others up to the concurrency limit, without a task
     /// where the operation can, else as child tasks.
     mutating func launchReadyTasks(
-        in group: inout DiscardingTaskGroup, cancellationCause: @Sendable () -> CancellationCause
+        spawn: Spawn, cancellationCause: @Sendable () -> CancellationCause
     ) async {
         // Consecutive inline tasks share a clock reading: one task's end is the next one's start.
         var previousEnd: ContinuousClock.Instant?
@@ -193,7 +206,7 @@ struct BatchExecution {
             readyHead += 1
             guard let work = work(for: index, cancellationCause: cancellationCause) else { continue }
             guard isInstant else {
-                start(index, work, in: &group)
+                start(index, work, spawn: spawn)
                 continue
             }
             // Asking for cancellation takes a lock: once per 64 inline tasks (microseconds)
@@ -236,7 +249,7 @@ struct BatchExecution {
         }
     }
 
-    private mutating func start(_ index: Int, _ work: PreparedTask, in group: inout DiscardingTaskGroup) {
+    private mutating func start(_ index: Int, _ work: PreparedTask, spawn: Spawn) {
         let clock = clock
         let inbox = inbox
         let started = clock.now
@@ -258,7 +271,7 @@ struct BatchExecution {
             return
         }
         running[index] = Running(started: started)
-        group.addTask {
+        spawn {
             let outcome = await TaskDeadline.$current.withValue(taskDeadline) {
                 await TaskExecutor.run(work, timeout: timeout)
             }
