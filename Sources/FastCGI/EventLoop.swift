@@ -112,25 +112,39 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 return pending.stopped
             }
             if stopped, batch.isEmpty { return }
-            for work in batch {
-                switch work {
-                case .job(let job): job.runSynchronously(on: asUnownedTaskExecutor())
-                case .closure(let body): body()
-                }
-            }
+            let ranWork = !batch.isEmpty
+            run(&batch)
             // Do not sleep while work may have been queued by what just ran.
-            if batch.isEmpty { whenIdle() }
-            let count = epoll.wait(into: events, timeoutMilliseconds: batch.isEmpty ? -1 : 0)
-            batch.removeAll(keepingCapacity: true)
+            if !ranWork { whenIdle() }
+            let count = epoll.wait(into: events, timeoutMilliseconds: ranWork ? 0 : -1)
             for index in 0..<count {
                 let token = events[index].data.u64
                 if token == Epoll.wakeToken {
                     epoll.drainWake()
-                } else {
-                    onEvent(token, events[index].events)
+                    continue
                 }
+                onEvent(token, events[index].events)
+                // What the event started (a request's handler) runs before the next event is
+                // looked at: a request is answered before the next one is read, rather than
+                // after every request of the wake-up has been read, which made the first ones
+                // wait for the last.
+                pending.withLockedValue { pending in
+                    if !pending.work.isEmpty { swap(&batch, &pending.work) }
+                }
+                run(&batch)
             }
         }
+    }
+
+    /// Runs and empties `batch`.
+    private func run(_ batch: inout [Work]) {
+        for work in batch {
+            switch work {
+            case .job(let job): job.runSynchronously(on: asUnownedTaskExecutor())
+            case .closure(let body): body()
+            }
+        }
+        batch.removeAll(keepingCapacity: true)
     }
 
     /// Starts a named POSIX thread running `body`.
