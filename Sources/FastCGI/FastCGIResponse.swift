@@ -34,13 +34,32 @@ public struct FastCGIResponse: Sendable {
     /// The CGI response head: `Status:`, the headers and, for a whole body, `Content-Length`,
     /// then a blank line.
     func head() -> [UInt8] {
-        var text = "Status: \(status) \(HTTPStatus.reasonPhrase(status))\r\n"
+        // Bytes appended in place: interpolating a String and copying it out cost twice as much.
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(128)
+        bytes.append(contentsOf: "Status: ".utf8)
+        Self.appendDecimal(status, to: &bytes)
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: HTTPStatus.reasonPhrase(status).utf8)
+        bytes.append(contentsOf: [13, 10])
         for (name, value) in headers {
-            text += "\(name): \(value)\r\n"
+            bytes.append(contentsOf: name.utf8)
+            bytes.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")])
+            bytes.append(contentsOf: value.utf8)
+            bytes.append(contentsOf: [13, 10])
         }
-        if stream == nil { text += "Content-Length: \(body.count)\r\n" }
-        text += "\r\n"
-        return Array(text.utf8)
+        if stream == nil {
+            bytes.append(contentsOf: "Content-Length: ".utf8)
+            Self.appendDecimal(body.count, to: &bytes)
+            bytes.append(contentsOf: [13, 10])
+        }
+        bytes.append(contentsOf: [13, 10])
+        return bytes
+    }
+
+    private static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        if value >= 10 { appendDecimal(value / 10, to: &bytes) }
+        bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
     }
 }
 
