@@ -5,7 +5,10 @@ extension FanoutService {
     /// `POST /batch`: validate the whole batch, run it, answer with every result in request order;
     /// or, when the client accepts `application/x-ndjson`, stream each result as it finishes; or,
     /// with `Prefer: respond-async` (which wins over streaming), queue it as a job.
-    func runBatch(_ request: FastCGIRequest, taskCount: inout Int) async throws(Problem) -> FastCGIResponse {
+    ///
+    /// A batch whose every operation runs synchronously is answered at once; one that may wait, and
+    /// a job's submission, later.
+    func runBatch(_ request: FastCGIRequest, taskCount: inout Int) throws(Problem) -> Routed {
         let client = try client(of: request)
         try checkJSONBody(request)
         // Checked whether or not the batch is queued: a key that could never work is a client's
@@ -14,7 +17,7 @@ extension FanoutService {
         if let idempotencyKey, !Self.isValidIdempotencyKey(idempotencyKey) { throw .invalidIdempotencyKey() }
         // Shed load before spending time on validation.
         if let problem = acquireBatchSlot(client: client) { throw problem }
-        // Released when this returns, or, for a stream, when the stream ends.
+        // Released before this returns, unless handed over to what answers later.
         var slotHandedOver = false
         defer { if !slotHandedOver { releaseBatchSlot(client: client) } }
 
@@ -27,17 +30,34 @@ extension FanoutService {
         }
         taskCount = batch.tasks.count
         if let jobs, Self.prefersAsync(request.header("Prefer")) {
-            return try await submitJob(
-                batch, body: request.body, idempotencyKey: idempotencyKey, context: context, client: client,
-                jobs: jobs)
+            slotHandedOver = true
+            return .later { [self] in
+                defer { releaseBatchSlot(client: client) }
+                return try await submitJob(
+                    batch, body: request.body, idempotencyKey: idempotencyKey, context: context, client: client,
+                    jobs: jobs)
+            }
         }
         if Self.acceptsNDJSON(request.header("Accept")) {
             slotHandedOver = true
-            return streamBatch(batch, client: client)
+            return .response(streamBatch(batch, client: client))
         }
-        let result = await BatchRunner.run(batch) { [self] in cancellationCause }
-        metrics.batchFinished(batch, result)
-        return FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: result.jsonBytes())
+        if batch.runsAtOnce {
+            let result = BatchRunner.runAtOnce(batch)
+            metrics.batchFinished(batch, result)
+            return .response(Self.batchResponse(result))
+        }
+        slotHandedOver = true
+        return .later { [self] in
+            defer { releaseBatchSlot(client: client) }
+            let result = await BatchRunner.run(batch) { [self] in cancellationCause }
+            metrics.batchFinished(batch, result)
+            return Self.batchResponse(result)
+        }
+    }
+
+    private static func batchResponse(_ result: BatchResult) -> FastCGIResponse {
+        FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: result.jsonBytes())
     }
 
     /// The streamed answer: one line per task result as it finishes, then a status and summary line.

@@ -166,32 +166,73 @@ public final class FanoutService: FastCGIHandler {
 
     // MARK: Routing
 
-    /// Answers one request, logs it and counts it.
-    public func handle(_ request: FastCGIRequest) async -> FastCGIResponse {
+    /// What routing makes of a request: its response at once, or work that waits for it.
+    enum Routed {
+        case response(FastCGIResponse)
+        case later(@Sendable () async throws -> FastCGIResponse)
+    }
+
+    /// Answers one request, logs it and counts it: at once when nothing it needs waits (a batch
+    /// of instant operations, `/ops`, `/healthz`, every refusal), else from a task.
+    public func answer(_ request: FastCGIRequest) -> FastCGIAnswer {
         let (request, requestID) = Self.identified(request)
         var taskCount = 0
-        var response: FastCGIResponse
+        let routed: Routed
         do {
-            response = try await route(request, taskCount: &taskCount)
-        } catch let problem as Problem {
-            response = problem.response()
+            routed = try route(request, taskCount: &taskCount)
         } catch {
-            logger.error("unexpected error", metadata: ["error": "\(type(of: error))"])
-            response = Problem(
-                status: 500, type: "internal", title: "Internal server error",
-                detail: "the server could not complete the request"
-            ).response()
+            routed = .response(errorResponse(error))
         }
-        response.headers.append(("X-Request-Id", requestID))
+        switch routed {
+        case .response(let response):
+            return .response(completed(response, request: request, id: requestID, taskCount: taskCount))
+        case .later(let work):
+            return .task { [self, taskCount] in
+                let response: FastCGIResponse
+                do {
+                    response = try await work()
+                } catch {
+                    response = errorResponse(error)
+                }
+                return completed(response, request: request, id: requestID, taskCount: taskCount)
+            }
+        }
+    }
+
+    /// Answers one request, whether or not it waits: for tests and front ends other than the
+    /// FastCGI transport.
+    public func handle(_ request: FastCGIRequest) async -> FastCGIResponse {
+        switch answer(request) {
+        case .response(let response): response
+        case .task(let work): await work()
+        }
+    }
+
+    /// A problem's response; any other error is a bare 500, logged with its type.
+    private func errorResponse(_ error: any Error) -> FastCGIResponse {
+        if let problem = error as? Problem { return problem.response() }
+        logger.error("unexpected error", metadata: ["error": "\(type(of: error))"])
+        return Problem(
+            status: 500, type: "internal", title: "Internal server error",
+            detail: "the server could not complete the request"
+        ).response()
+    }
+
+    /// The response with its request id; logged and counted now, or, for a stream, when it ends.
+    private func completed(_ response: FastCGIResponse, request: FastCGIRequest, id: String, taskCount: Int)
+        -> FastCGIResponse
+    {
+        var response = response
+        response.headers.append(("X-Request-Id", id))
         if let stream = response.stream {
             // A streamed request is logged and counted when its stream ends, with its whole duration.
             let status = response.status
-            response.stream = { [self, taskCount] writer in
+            response.stream = { [self] writer in
                 await stream(writer)
-                finished(request, id: requestID, status: status, taskCount: taskCount, streamed: true)
+                finished(request, id: id, status: status, taskCount: taskCount, streamed: true)
             }
         } else {
-            finished(request, id: requestID, status: response.status, taskCount: taskCount, streamed: false)
+            finished(request, id: id, status: response.status, taskCount: taskCount, streamed: false)
         }
         return response
     }
@@ -211,29 +252,29 @@ public final class FanoutService: FastCGIHandler {
         logger.info("request", metadata: metadata)
     }
 
-    private func route(_ request: FastCGIRequest, taskCount: inout Int) async throws -> FastCGIResponse {
+    private func route(_ request: FastCGIRequest, taskCount: inout Int) throws -> Routed {
         let path = request.path
         let method = request.method
         switch path {
         case "/batch":
             guard method == "POST" else { throw Problem.methodNotAllowed(method, allowed: "POST") }
-            return try await runBatch(request, taskCount: &taskCount)
+            return try runBatch(request, taskCount: &taskCount)
         case "/ops":
             guard method == "GET" || method == "HEAD" else {
                 throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
             }
-            return FastCGIResponse(
-                status: 200, headers: [("Content-Type", "application/json")], body: operationsListing)
+            return .response(
+                FastCGIResponse(status: 200, headers: [("Content-Type", "application/json")], body: operationsListing))
         case "/healthz":
             guard method == "GET" || method == "HEAD" else {
                 throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
             }
-            return health()
+            return .response(health())
         case "/metrics":
             guard method == "GET" || method == "HEAD" else {
                 throw Problem.methodNotAllowed(method, allowed: "GET, HEAD")
             }
-            return await metricsResponse()
+            return .later { await self.metricsResponse() }
         default:
             if path.hasPrefix("/batch/") {
                 let id = path.dropFirst("/batch/".count)
@@ -241,7 +282,7 @@ public final class FanoutService: FastCGIHandler {
                     if id.isEmpty || id.contains("/") { throw Problem.notFound("no resource at \(path)") }
                     throw Problem.jobNotFound(String(id))
                 }
-                return try await jobResource(String(id), request)
+                return .later { try await self.jobResource(String(id), request) }
             }
             if path.hasPrefix("/ops/") {
                 let name = String(path.dropFirst("/ops/".count))
@@ -250,7 +291,7 @@ public final class FanoutService: FastCGIHandler {
                 }
                 guard method == "POST" else { throw Problem.methodNotAllowed(method, allowed: "POST") }
                 taskCount = 1
-                return try await runOperation(named: name, request)
+                return .later { try await self.runOperation(named: name, request) }
             }
             throw Problem.notFound("no resource at \(path)")
         }

@@ -172,16 +172,28 @@ final class ConnectionLoop: @unchecked Sendable {
             let request = FastCGIRequest(
                 parameters: parameters, body: body, bodyTooLarge: bodyTooLarge, receivedAt: .now)
             entries[token]?.phase = .handling
-            let handler = shared.handler
-            // The task's first job is queued on this loop and runs after this event is handled,
-            // so its handle is stored before it can finish.
-            entries[token]?.task = Task(executorPreference: loop) {
-                let response = await handler.handle(request)
-                if let stream = response.stream {
-                    await self.stream(token, head: response.head(), stream)
-                } else {
-                    self.finish(token, response)
-                }
+            switch shared.handler.answer(request) {
+            case .response(let response) where response.stream == nil:
+                finish(token, response)
+            case .response(let response):
+                // A streamed body is written from a task, like any work that waits.
+                startTask(token) { response }
+            case .task(let work):
+                startTask(token, work)
+            }
+        }
+    }
+
+    /// Runs `work` in a task that prefers this loop, then writes its response.
+    private func startTask(_ token: UInt64, _ work: @escaping @Sendable () async -> FastCGIResponse) {
+        // The task's first job is queued on this loop and runs after this event is handled,
+        // so its handle is stored before it can finish.
+        entries[token]?.task = Task(executorPreference: loop) {
+            let response = await work()
+            if let stream = response.stream {
+                await self.stream(token, head: response.head(), stream)
+            } else {
+                self.finish(token, response)
             }
         }
     }

@@ -34,6 +34,37 @@ extension FastCGIResponse {
 
 @Suite("HTTP service")
 struct FanoutServiceTests {
+    @Test("a batch of instant operations is answered at once, data flow included; one that waits, from a task")
+    func answersAtOnceOrLater() async throws {
+        let service = makeService()
+        let instant = #"{"tasks":[{"id":"a","op":"echo","input":{"x":7}},{"id":"b","op":"echo","input":{"$ref":"a#/x"}}]}"#
+        guard case .response(let response) = service.answer(request("POST", "/batch", body: instant)) else {
+            Issue.record("a batch of echo tasks was not answered at once")
+            return
+        }
+        #expect(response.status == 200)
+        #expect(response.text.contains(#""id":"b","status":"succeeded","output":7"#))
+        #expect(response.header("X-Request-Id") != nil)
+        #expect(service.batchesInFlight == 0)
+
+        let waiting = #"{"tasks":[{"id":"a","op":"echo"},{"id":"s","op":"sleep","input":{"ms":1}}]}"#
+        guard case .task(let work) = service.answer(request("POST", "/batch", body: waiting)) else {
+            Issue.record("a batch with a sleep was answered without waiting")
+            return
+        }
+        #expect(service.batchesInFlight == 1)
+        let later = await work()
+        #expect(later.status == 200)
+        #expect(later.text.contains(#""id":"s","status":"succeeded""#))
+        #expect(service.batchesInFlight == 0)
+
+        guard case .response(let refused) = service.answer(request("POST", "/batch", body: "{")) else {
+            Issue.record("an invalid batch was not refused at once")
+            return
+        }
+        #expect(refused.status == 400)
+    }
+
     @Test(
         "routes answer with the documented status",
         arguments: [

@@ -14,15 +14,22 @@ import Testing
 private final class TestHandler: FastCGIHandler {
     let cancelled = Mutex(false)
 
-    func handle(_ request: FastCGIRequest) async -> FastCGIResponse {
-        if request.path == "/slow" {
-            do {
-                try await Task.sleep(for: .seconds(10))
-            } catch {
-                cancelled.withLock { $0 = true }
-            }
-            return FastCGIResponse(status: 200)
+    /// The echo is answered at once; `/slow` waits in a task, and the streams are written from one.
+    func answer(_ request: FastCGIRequest) -> FastCGIAnswer {
+        if request.path == "/slow" { return .task { await self.slow() } }
+        return .response(handleAtOnce(request))
+    }
+
+    private func slow() async -> FastCGIResponse {
+        do {
+            try await Task.sleep(for: .seconds(10))
+        } catch {
+            cancelled.withLock { $0 = true }
         }
+        return FastCGIResponse(status: 200)
+    }
+
+    private func handleAtOnce(_ request: FastCGIRequest) -> FastCGIResponse {
         if request.path == "/stream" {
             return FastCGIResponse(status: 200, headers: [("Content-Type", "text/plain")]) { writer in
                 await writer.write(Array("one\n".utf8))

@@ -12,6 +12,9 @@ public struct Batch: Sendable {
     public let errorPolicy: ErrorPolicy
     /// Whether any task's operation may wait (is not instant).
     let hasWaitingTasks: Bool
+    /// Whether every task's operation runs synchronously, so that ``BatchRunner/runAtOnce(_:)``
+    /// can run the batch without an asynchronous call.
+    public let runsAtOnce: Bool
 
     init(tasks: [BatchTask], concurrency: Int, timeout: Duration, errorPolicy: ErrorPolicy) {
         self.tasks = tasks
@@ -24,6 +27,9 @@ public struct Batch: Sendable {
         self.timeout = timeout
         self.errorPolicy = errorPolicy
         hasWaitingTasks = tasks.contains { !$0.isInstant }
+        runsAtOnce = tasks.allSatisfy { task in
+            task.work.map(\.isSynchronous) ?? task.deferredInput?.operation.isSynchronous ?? false
+        }
     }
 }
 

@@ -74,6 +74,20 @@ public enum BatchRunner {
         return result
     }
 
+    /// Runs `batch`, whose every operation runs synchronously (``Batch/runsAtOnce``), start to end
+    /// on the calling thread, and returns every task's result in request order.
+    ///
+    /// For a caller that answers at once instead of from a task: nothing here waits, and no
+    /// cancellation can reach it meanwhile; the batch's deadline still stops it.
+    public static func runAtOnce(_ batch: Batch) -> BatchResult {
+        precondition(batch.runsAtOnce, "runAtOnce needs a batch whose every operation runs synchronously")
+        let clock = ContinuousClock()
+        let start = clock.now
+        var execution = BatchExecution(batch: batch, start: start, clock: clock, inbox: BatchInbox())
+        execution.runReadyTasksAtOnce()
+        return execution.finish(duration: clock.now - start)
+    }
+
     private static func report(_ execution: inout BatchExecution, to onResults: ([TaskResult]) async -> Void) async {
         let results = execution.takeUnreported()
         if !results.isEmpty { await onResults(results) }
@@ -221,16 +235,45 @@ struct BatchExecution {
                 stopReason = Self.batchTimeout(batch.timeout)
                 return
             }
-            let outcome: TaskOutcome
-            if let result = work.runInstantly() {
-                outcome = TaskExecutor.outcome(of: result)
-            } else {
-                outcome = await TaskExecutor.run(work, timeout: nil)
+            if let ended = runSynchronously(index, work, started: started) {
+                previousEnd = ended
+                continue
             }
+            // Declared instant, but not an InstantOperation: its one asynchronous call, inline.
+            let outcome = await TaskExecutor.run(work, timeout: nil)
             let ended = clock.now
             previousEnd = ended
             record(outcome, for: index, duration: ended - started, cancellationCause: cancellationCause)
         }
+    }
+
+    /// Runs every ready task, and the dependents each makes ready, on the calling thread: for a
+    /// batch whose every operation runs synchronously.
+    mutating func runReadyTasksAtOnce() {
+        var previousEnd: ContinuousClock.Instant?
+        while stopReason == nil, readyHead < ready.count {
+            let index = ready[readyHead]
+            readyHead += 1
+            guard let work = work(for: index, cancellationCause: { .clientGone }) else { continue }
+            let started = previousEnd ?? clock.now
+            if started >= deadline {
+                stopReason = Self.batchTimeout(batch.timeout)
+                return
+            }
+            previousEnd = runSynchronously(index, work, started: started)
+        }
+    }
+
+    /// Runs task `index` now if its operation runs synchronously and records how it ended;
+    /// returns when it ended, or `nil` (nothing done) when the operation needs an asynchronous call.
+    private mutating func runSynchronously(
+        _ index: Int, _ work: PreparedTask, started: ContinuousClock.Instant
+    ) -> ContinuousClock.Instant? {
+        guard let result = work.runInstantly() else { return nil }
+        let ended = clock.now
+        // A synchronous operation cannot see cancellation, so the cause is never asked for.
+        record(TaskExecutor.outcome(of: result), for: index, duration: ended - started, cancellationCause: { .clientGone })
+        return ended
     }
 
     /// The task's work; for an input with references, prepared now from the outputs it reads.

@@ -11,6 +11,8 @@ public final class AnyOperation: Sendable {
     public let inputSchema: RawJSON
     /// Whether it runs inline (see ``Operation/isInstant``).
     public let isInstant: Bool
+    /// Whether it runs without an asynchronous call: it is an ``InstantOperation``.
+    public let isSynchronous: Bool
     /// The request headers it reads (see ``Operation/requestHeaderNames``).
     public let requestHeaderNames: Set<String>
     /// Input fields that must not be references (see ``Operation/fieldsWithoutReferences``).
@@ -30,8 +32,10 @@ public final class AnyOperation: Sendable {
         // whose structs hold no references. A shared box would be retained and released by
         // every task on every event loop, contending for one cache line.
         if let instant = operation as? any InstantOperation {
+            isSynchronous = true
             prepareInput = Self.preparer(instant)
         } else {
+            isSynchronous = false
             prepareInput = { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
                 PreparedTask(bound: Bound(operation, try operation.decodeInput(json, context: context)))
             }
@@ -64,6 +68,9 @@ public struct PreparedTask: Sendable {
         try await bound.run()
     }
 
+    /// Whether ``runInstantly()`` runs it (its operation is an ``InstantOperation``).
+    var isSynchronous: Bool { bound.isSynchronous }
+
     /// Runs an ``InstantOperation`` synchronously; `nil` for any other operation.
     func runInstantly() -> Result<RawJSON, any Error>? {
         bound.runInstantly()
@@ -79,6 +86,7 @@ public struct PreparedTask: Sendable {
 
 /// The type-erased face of the bound work. A class: copying a task's work is one retain.
 private protocol BoundOperation: AnyObject, Sendable {
+    var isSynchronous: Bool { get }
     func run() async throws -> RawJSON
     func runInstantly() -> Result<RawJSON, any Error>?
     func start(
@@ -98,6 +106,8 @@ private final class Bound<Wrapped: Operation>: BoundOperation {
     func run() async throws -> RawJSON {
         try operation.encodeOutput(try await operation.run(input))
     }
+
+    var isSynchronous: Bool { false }
 
     func runInstantly() -> Result<RawJSON, any Error>? { nil }
 
@@ -119,6 +129,8 @@ private final class InstantBound<Wrapped: InstantOperation>: BoundOperation {
         self.operation = operation
         self.input = input
     }
+
+    var isSynchronous: Bool { true }
 
     func run() async throws -> RawJSON {
         try operation.encodeOutput(operation.runInstantly(input))
