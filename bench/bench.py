@@ -237,6 +237,9 @@ def syscalls(stack):
     figures = wrk(stack.port, body, threads, connections, stack.dir, duration="60s", limit=SYSCALL_REQUESTS)
     tracer.send_signal(signal.SIGINT)
     tracer.wait(timeout=30)
+    if not summary.exists():
+        print("  strace could not trace the responder: system calls not counted", flush=True)
+        return None
     calls = {}
     for line in summary.read_text().splitlines():
         fields = line.split()
@@ -244,6 +247,8 @@ def syscalls(stack):
         if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
             calls[fields[-1]] = int(fields[3])
     requests = figures["requests"]
+    if not calls or not requests:
+        return None
     per_request = {name: count / requests for name, count in sorted(calls.items(), key=lambda c: -c[1])}
     return {"requests": requests, "total": sum(calls.values()) / requests, "calls": per_request}
 

@@ -9,6 +9,7 @@ cd "$FANOUT_ROOT"
 ensure_packages wrk
 command -v node >/dev/null 2>&1 || ensure_packages nodejs
 command -v cc >/dev/null 2>&1 || ensure_packages gcc
+command -v strace >/dev/null 2>&1 || ensure_packages strace
 log "building (release)"
 swift build -c release --product fanout
 BINARY="$(swift build -c release --show-bin-path)/fanout"
