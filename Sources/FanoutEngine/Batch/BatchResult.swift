@@ -69,7 +69,7 @@ public struct BatchResult: Sendable {
     /// How many tasks ended with each status.
     public var summary: Summary {
         var summary = Summary()
-        for result in results { summary.add(result.status) }
+        for index in results.indices { summary.add(results[index].status) }
         return summary
     }
 
@@ -139,9 +139,13 @@ public struct BatchResult: Sendable {
     /// Writes the `results` array.
     private func writeResults(to writer: inout JSONWriter) {
         writer.raw("[")
-        for (index, result) in results.enumerated() {
-            if index > 0 { writer.raw(",") }
-            Self.write(result, to: &writer)
+        // Through the buffer, each result borrowed: iterating by value copied every result,
+        // retaining and releasing what it holds.
+        results.withUnsafeBufferPointer { results in
+            for index in results.indices {
+                if index > 0 { writer.raw(",") }
+                Self.write(results[index], to: &writer)
+            }
         }
         writer.raw("]")
     }
@@ -160,9 +164,11 @@ public struct BatchResult: Sendable {
     /// Appends each result's object, one per line (newline-delimited JSON).
     public static func ndjsonLines(_ results: [TaskResult]) -> [UInt8] {
         var writer = JSONWriter(reservingCapacity: results.count * 96)
-        for result in results {
-            write(result, to: &writer)
-            writer.raw("\n")
+        results.withUnsafeBufferPointer { results in
+            for index in results.indices {
+                write(results[index], to: &writer)
+                writer.raw("\n")
+            }
         }
         return writer.bytes
     }

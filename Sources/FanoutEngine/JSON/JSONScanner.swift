@@ -78,11 +78,11 @@ struct JSONScanner {
     }
 
     /// Like ``nextKey(first:)``, but identifies the key from its raw bytes without building a
-    /// string: `match` gets the bytes and the range of the key's text and returns an index, or
+    /// string: `match` gets the bytes of the key's text and returns an index, or
     /// `-1` for a key it does not know (whose text is then in `otherKey`). Returns `nil` at the
     /// end of the object.
     mutating func nextKey(
-        first: Bool, otherKey: inout String, match: ([UInt8], Range<Int>) -> Int
+        first: Bool, otherKey: inout String, match: (UnsafeBufferPointer<UInt8>) -> Int
     ) throws(SyntaxError) -> Int? {
         skipWhitespace()
         if peekByte() == UInt8(ascii: "}") {
@@ -99,7 +99,9 @@ struct JSONScanner {
         skipWhitespace()
         try consume(UInt8(ascii: ":"), "expected ':'")
         if !hasEscapes {
-            let index = match(bytes, keyRange)
+            // Through a buffer pointer: handing the array itself to `match` retained and released
+            // it for every key of every task.
+            let index = bytes.withUnsafeBufferPointer { match(UnsafeBufferPointer(rebasing: $0[keyRange])) }
             if index >= 0 { return index }
         }
         var keyScanner = JSONScanner(bytes: bytes, maximumDepth: maximumDepth)
@@ -108,7 +110,7 @@ struct JSONScanner {
         guard hasEscapes else { return -1 }
         // A key spelt with escapes ("i\u0064") is still the same key.
         let decoded = Array(otherKey.utf8)
-        return match(decoded, 0..<decoded.count)
+        return decoded.withUnsafeBufferPointer(match)
     }
 
     /// Consumes `[` and enters the array.
