@@ -17,9 +17,10 @@ import NIOConcurrencyHelpers
 /// so lines from different threads never interleave and no lock is needed.
 ///
 /// On an event loop, `info` and `debug` lines (a line per request) gather in the thread's buffer
-/// and go out together when the loop runs out of work or 16 KiB have gathered (see
-/// ``flushThreadBuffer()``): a `write` per request was a quarter of a small request's system
-/// calls. Lines above `info` go at once, after what the thread had gathered, so order holds.
+/// and go out together when the loop runs out of work or the next line would take them past
+/// 4 KiB (see ``flushThreadBuffer()``): a `write` per request was a quarter of a small request's
+/// system calls. 4 KiB is what a pipe writes whole, so lines from two loops still never
+/// interleave. Lines above `info` go at once, after what the thread had gathered, so order holds.
 public struct StderrLogHandler: LogHandler {
     /// How lines are written.
     public enum Format: String, Sendable {
@@ -216,12 +217,14 @@ public struct StderrLogHandler: LogHandler {
         var buffers = false
         var pending: [UInt8] = []
 
-        /// Past this, gathered lines go out without waiting for the loop to run out of work.
-        private static let limit = 16 * 1024
+        /// The most gathered in one write: PIPE_BUF, which a pipe writes whole, never interleaved
+        /// with another thread's write.
+        private static let limit = 4096
 
         func emit(_ line: [UInt8], urgent: Bool) {
             guard buffers else { return StderrLogHandler.writeToStderr(line) }
-            if pending.isEmpty { pending.reserveCapacity(Self.limit + 4096) }
+            if pending.count + line.count > Self.limit { flush() }
+            if pending.isEmpty { pending.reserveCapacity(Self.limit) }
             pending.append(contentsOf: line)
             if urgent || pending.count >= Self.limit { flush() }
         }
