@@ -172,29 +172,39 @@ public final class FanoutService: FastCGIHandler {
         case later(@Sendable () async throws -> FastCGIResponse)
     }
 
+    /// What a request's log line and metrics say of it, read from the request once.
+    private struct RequestLine: Sendable {
+        let id: String
+        let path: String
+        let method: String
+        let receivedAt: ContinuousClock.Instant
+        var taskCount = 0
+    }
+
     /// Answers one request, logs it and counts it: at once when nothing it needs waits (a batch
     /// of instant operations, `/ops`, `/healthz`, every refusal), else from a task.
     public func answer(_ request: FastCGIRequest) -> FastCGIAnswer {
         let (request, requestID) = Self.identified(request)
-        var taskCount = 0
+        var line = RequestLine(
+            id: requestID, path: request.path, method: request.method, receivedAt: request.receivedAt)
         let routed: Routed
         do {
-            routed = try route(request, taskCount: &taskCount)
+            routed = try route(request, path: line.path, method: line.method, taskCount: &line.taskCount)
         } catch {
             routed = .response(errorResponse(error))
         }
         switch routed {
         case .response(let response):
-            return .response(completed(response, request: request, id: requestID, taskCount: taskCount))
+            return .response(completed(response, line))
         case .later(let work):
-            return .task { [self, taskCount] in
+            return .task { [self, line] in
                 let response: FastCGIResponse
                 do {
                     response = try await work()
                 } catch {
                     response = errorResponse(error)
                 }
-                return completed(response, request: request, id: requestID, taskCount: taskCount)
+                return completed(response, line)
             }
         }
     }
@@ -219,42 +229,37 @@ public final class FanoutService: FastCGIHandler {
     }
 
     /// The response with its request id; logged and counted now, or, for a stream, when it ends.
-    private func completed(_ response: FastCGIResponse, request: FastCGIRequest, id: String, taskCount: Int)
-        -> FastCGIResponse
-    {
+    private func completed(_ response: FastCGIResponse, _ line: RequestLine) -> FastCGIResponse {
         var response = response
-        response.headers.append(("X-Request-Id", id))
+        response.headers.append(("X-Request-Id", line.id))
         if let stream = response.stream {
             // A streamed request is logged and counted when its stream ends, with its whole duration.
             let status = response.status
             response.stream = { [self] writer in
                 await stream(writer)
-                finished(request, id: id, status: status, taskCount: taskCount, streamed: true)
+                finished(line, status: status, streamed: true)
             }
         } else {
-            finished(request, id: id, status: response.status, taskCount: taskCount, streamed: false)
+            finished(line, status: response.status, streamed: false)
         }
         return response
     }
 
-    private func finished(_ request: FastCGIRequest, id: String, status: Int, taskCount: Int, streamed: Bool) {
-        let elapsed = ContinuousClock.now - request.receivedAt
-        let (path, method) = (request.path, request.method)
-        metrics.requestAnswered(path: path, method: method, status: status, duration: elapsed)
+    private func finished(_ line: RequestLine, status: Int, streamed: Bool) {
+        let elapsed = ContinuousClock.now - line.receivedAt
+        metrics.requestAnswered(path: line.path, method: line.method, status: status, duration: elapsed)
         // Formatting the line is most of its cost: skipped when the level is off.
         guard logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [
-            "method": .string(method), "path": .string(path), "status": .string(String(status)),
-            "tasks": .string(String(taskCount)), "duration_ms": .string(Self.milliseconds(elapsed)),
-            "request_id": .string(id),
+            "method": .string(line.method), "path": .string(line.path), "status": .string(String(status)),
+            "tasks": .string(String(line.taskCount)), "duration_ms": .string(Self.milliseconds(elapsed)),
+            "request_id": .string(line.id),
         ]
         if streamed { metadata["streamed"] = "true" }
         logger.info("request", metadata: metadata)
     }
 
-    private func route(_ request: FastCGIRequest, taskCount: inout Int) throws -> Routed {
-        let path = request.path
-        let method = request.method
+    private func route(_ request: FastCGIRequest, path: String, method: String, taskCount: inout Int) throws -> Routed {
         switch path {
         case "/batch":
             guard method == "POST" else { throw Problem.methodNotAllowed(method, allowed: "POST") }

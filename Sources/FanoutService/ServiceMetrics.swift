@@ -143,13 +143,13 @@ public final class ServiceMetrics: Sendable {
         // retains and releases everything they hold, which cost more than the counting.
         for index in results.indices {
             if tasks[index].operation != lastOperation {
-                if tally.count > 0 { hot.tasksFinished(operation: lastOperation, tally) }
+                if !tally.isEmpty { hot.tasksFinished(operation: lastOperation, tally) }
                 tally = HotCounters.TaskTally()
                 lastOperation = tasks[index].operation
             }
             tally.add(results[index].status, results[index].duration, bounds: hot.taskBuckets)
         }
-        if tally.count > 0 { hot.tasksFinished(operation: lastOperation, tally) }
+        if !tally.isEmpty { hot.tasksFinished(operation: lastOperation, tally) }
     }
 
     /// The label values of methods, by ``methodIndex(_:)``.
@@ -282,18 +282,23 @@ final class HotCounters: Sendable {
     struct TaskTally {
         var statuses = BatchResult.Summary()
         var durations = Histogram()
-        var count = 0
+
+        var isEmpty: Bool { statuses == BatchResult.Summary() }
 
         mutating func add(_ status: TaskStatus, _ duration: Duration, bounds: [Duration]) {
             statuses.add(status)
             if duration > .zero { durations.observe(duration, bounds: bounds) }
-            count += 1
         }
     }
 
     private struct RequestCell {
         var count = 0
         var durations = Histogram()
+
+        mutating func add(_ duration: Duration, bounds: [Duration]) {
+            count += 1
+            durations.observe(duration, bounds: bounds)
+        }
     }
 
     private struct TaskCell {
@@ -324,10 +329,7 @@ final class HotCounters: Sendable {
         let routeIndex = ServiceMetrics.Route.allCases.firstIndex(of: route)!
         let key = Self.requestKey(routeIndex, method, min(max(status, 0), 999))
         let shard = shard
-        shard.lock.withLockVoid {
-            shard.requests[key, default: RequestCell()].count += 1
-            shard.requests[key]!.durations.observe(duration, bounds: requestBuckets)
-        }
+        shard.lock.withLockVoid { shard.requests[key, default: RequestCell()].add(duration, bounds: requestBuckets) }
     }
 
     func tasksFinished(operation: String, _ tally: TaskTally) {
