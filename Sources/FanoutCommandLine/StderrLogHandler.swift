@@ -18,8 +18,8 @@ import NIOConcurrencyHelpers
 ///
 /// On an event loop, `info` and `debug` lines (a line per request) gather in the thread's buffer
 /// and go out together when the loop runs out of work or the next line would take them past
-/// 4 KiB (see ``flushThreadBuffer()``): a `write` per request was a quarter of a small request's
-/// system calls. 4 KiB is what a pipe writes whole, so lines from two loops still never
+/// 4 KiB (see ``flushThreadBuffer()``): a `write` per request was one of the five
+/// system calls a small request made. 4 KiB is what a pipe writes whole, so lines from two loops still never
 /// interleave. Lines above `info` go at once, after what the thread had gathered, so order holds.
 public struct StderrLogHandler: LogHandler {
     /// How lines are written.
@@ -31,7 +31,8 @@ public struct StderrLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     private let label: String
     private let format: Format
-    private let write: @Sendable ([UInt8]) -> Void
+    /// Where lines go when not to stderr (tests).
+    private let write: (@Sendable ([UInt8]) -> Void)?
 
     /// Creates a handler.
     ///
@@ -44,12 +45,8 @@ public struct StderrLogHandler: LogHandler {
         self.label = label
         logLevel = level
         self.format = format
-        self.write = write ?? { _ in }
-        buffersOnLoops = write == nil
+        self.write = write
     }
-
-    /// Whether lines go to stderr through the per-thread buffer.
-    private let buffersOnLoops: Bool
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -76,10 +73,10 @@ public struct StderrLogHandler: LogHandler {
             default: line.member(key, value.description)
             }
         }
-        if buffersOnLoops {
-            ThreadState.current.emit(line.finish(), urgent: event.level > .info)
-        } else {
+        if let write {
             write(line.finish())
+        } else {
+            ThreadState.current.emit(line.finish(), urgent: event.level > .info)
         }
     }
 

@@ -52,22 +52,9 @@ public struct FastCGIParameters: Sendable {
     /// The value of the parameter `name`, or `nil`; setting replaces it (or adds it), setting
     /// `nil` removes it.
     public subscript(name: String) -> String? {
-        get {
-            var name = name
-            return name.withUTF8 { wanted in
-                lastIndex { bytes, start, length in
-                    length == wanted.count && (length == 0 || memcmp(bytes + start, wanted.baseAddress!, length) == 0)
-                }
-            }.map(value(at:))
-        }
+        get { index(of: name).map(value(at:)) }
         set {
-            var name = name
-            let existing = name.withUTF8 { wanted in
-                lastIndex { bytes, start, length in
-                    length == wanted.count && (length == 0 || memcmp(bytes + start, wanted.baseAddress!, length) == 0)
-                }
-            }
-            if let existing { fields.remove(at: existing) }
+            if let existing = index(of: name) { fields.remove(at: existing) }
             guard let newValue else { return }
             let start = storage.count
             storage.append(contentsOf: name.utf8)
@@ -96,6 +83,16 @@ public struct FastCGIParameters: Sendable {
                 return true
             }
         }.map(value(at:))
+    }
+
+    /// The field named exactly `name`.
+    private func index(of name: String) -> Int? {
+        var name = name
+        return name.withUTF8 { wanted in
+            lastIndex { bytes, start, length in
+                length == wanted.count && (length == 0 || memcmp(bytes + start, wanted.baseAddress!, length) == 0)
+            }
+        }
     }
 
     /// How nginx writes a header name's byte in a CGI name: upper case, `-` as `_`.

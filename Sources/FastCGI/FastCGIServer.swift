@@ -14,9 +14,9 @@ import Synchronization
 /// instance. Each loop accepts connections from the shared listening socket, reads their
 /// requests, asks the handler for an answer (a response at once, or work it runs in a task with
 /// itself as the executor), and writes the response, all on one thread: no hand-offs and no
-/// shared connection table. While a handler runs, its loop
-/// watches the connection and cancels the task if nginx closes it; between requests a kept
-/// connection costs only its epoll registration. libfcgi's blocking calls therefore run only on
+/// shared connection table. While a task runs, its loop watches the connection and cancels the
+/// task if nginx closes it; between requests a kept connection costs only its epoll
+/// registration. libfcgi's blocking calls therefore run only on
 /// these threads, never on Swift's cooperative pool; socket timeouts bound how long a
 /// misbehaving peer can hold one.
 public final class FastCGIServer: Sendable {
