@@ -394,8 +394,12 @@ def ratio(value, reference):
     return f"{value / reference:.2f}×" if reference else "—"
 
 
-def machine():
+def cpu_model():
     cpu = re.search(r"model name\s*:\s*(.*)", pathlib.Path("/proc/cpuinfo").read_text())
+    return cpu.group(1) if cpu else platform.machine()
+
+
+def machine():
     memory = int(re.search(r"MemTotal:\s+(\d+)", pathlib.Path("/proc/meminfo").read_text()).group(1)) // 1024 // 1024
     versions = []
     for command in (["swift", "--version"], ["nginx", "-v"], ["node", "--version"]):
@@ -404,7 +408,7 @@ def machine():
             versions.append((out.stdout + out.stderr).strip().splitlines()[0])
         except OSError:
             pass
-    return (f"{os.cpu_count()} cores ({cpu.group(1) if cpu else platform.machine()}), {memory} GiB, "
+    return (f"{os.cpu_count()} cores ({cpu_model()}), {memory} GiB, "
             f"Linux {platform.release()}; " + "; ".join(versions))
 
 

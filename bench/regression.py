@@ -1,40 +1,19 @@
 """`make bench-regression`: the current Fanout against a reference build of it, on w1 and w2.
 
-Both run behind the same nginx configuration, in interleaved rounds (reference then current,
-then current then reference, …), and the report is the median of each and their ratio: what a change costs on the
-hot path, measured in one invocation since absolute figures drift on these machines.
+Both run behind the same nginx configuration, in interleaved rounds (reference then current, then
+current then reference, …), and the report is the median of each and their ratio: what a change
+costs on the hot path, measured in one invocation since absolute figures drift on these machines.
+The responder's CPU per request is bench.wrk's (from /proc, over the requests wrk counted).
 
 Usage: regression.py REFERENCE_BINARY CURRENT_BINARY [ROUNDS]   (BENCH_DURATION, default 8s)
 """
-import os
 import pathlib
-import platform
 import statistics
 import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import bench  # noqa: E402
-
-
-def cpu_model():
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def cpu_seconds(pids):
-    """User plus system CPU time of the processes, from /proc."""
-    total = 0
-    for pid in pids:
-        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def seconds(duration):
-    return float(duration[:-1]) * {"s": 1, "m": 60}[duration[-1]]
 
 
 def main():
@@ -53,18 +32,15 @@ def main():
                 try:
                     for workload in workloads:
                         _, body, threads, connections = bench.WORKLOADS[workload]
-                        pids = stack.responder_pids
-                        before = cpu_seconds(pids)
-                        figures = bench.wrk(stack.port, body, threads, connections, stack.dir)
-                        requests = figures["rps"] * seconds(bench.DURATION)
-                        figures["cpu_us"] = (cpu_seconds(pids) - before) / requests * 1e6
+                        figures = bench.wrk(stack.port, body, threads, connections, stack.dir,
+                                            pids=stack.responder_pids)
                         results[name][workload].append(figures)
                         print(f"round {round_index + 1} {name:9} {workload}: {figures['rps']:.0f} req/s, "
                               f"p99 {figures['p99']:.2f} ms, responder CPU {figures['cpu_us']:.1f} µs/request",
                               flush=True)
                 finally:
                     stack.stop()
-    print(f"\nCPU: {cpu_model()}; {rounds} interleaved rounds of {bench.DURATION}; medians")
+    print(f"\nCPU: {bench.cpu_model()}; {rounds} interleaved rounds of {bench.DURATION}; medians")
     print("| workload | reference req/s | current req/s | current / reference | reference p99 ms | current p99 ms "
           "| reference CPU µs/req | current CPU µs/req | CPU current / reference |")
     print("|---|---|---|---|---|---|---|---|---|")
