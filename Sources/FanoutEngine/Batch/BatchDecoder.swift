@@ -150,8 +150,8 @@ public struct BatchDecoder: Sendable {
         }
         var drafts: [DraftTask] = []
         // Room for as many tasks as the body could hold at about 24 bytes each (the shortest task
-        // is 23), up to the limit: growing the array from empty copied ten thousand drafts
-        // fourteen times over. Pages of an overestimate are never touched.
+        // is 23), up to the limit: from empty, ten thousand drafts grew the array fourteen
+        // times, copying what it held each time. Pages of an overestimate are never touched.
         drafts.reserveCapacity(min(limits.maximumTasks, scanner.bytes.count / 24 + 1))
         var count = 0
         var lastOperation: AnyOperation?

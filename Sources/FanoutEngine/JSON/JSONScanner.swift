@@ -99,8 +99,8 @@ struct JSONScanner {
         skipWhitespace()
         try consume(UInt8(ascii: ":"), "expected ':'")
         if !hasEscapes {
-            // Through a buffer pointer: handing the array itself to `match` retained and released
-            // it for every key of every task.
+            // Through a buffer pointer, so that `match` borrows the key's bytes instead of being
+            // handed the array (a retain and release for every key of every task).
             let index = bytes.withUnsafeBufferPointer { match(UnsafeBufferPointer(rebasing: $0[keyRange])) }
             if index >= 0 { return index }
         }
