@@ -138,16 +138,16 @@ public final class ServiceMetrics: Sendable {
     public func batchFinished(_ batch: Batch, _ result: BatchResult) {
         var lastOperation = ""
         var tally = HotCounters.TaskTally()
-        let (tasks, results) = (batch.tasks, result.results)
-        // By index, reading fields in place: copying each task and result out (as `zip` does)
-        // retains and releases everything they hold, which cost more than the counting.
-        for index in results.indices {
+        let tasks = batch.tasks
+        // By index, reading fields in place: copying each task out (as `zip` does) retains and
+        // releases everything it holds, which cost more than the counting.
+        for index in tasks.indices {
             if tasks[index].operation != lastOperation {
                 if !tally.isEmpty { hot.tasksFinished(operation: lastOperation, tally) }
                 tally = HotCounters.TaskTally()
                 lastOperation = tasks[index].operation
             }
-            tally.add(results[index].status, results[index].duration, bounds: hot.taskBuckets)
+            tally.add(result.status(at: index), result.duration(at: index), bounds: hot.taskBuckets)
         }
         if !tally.isEmpty { hot.tasksFinished(operation: lastOperation, tally) }
     }

@@ -2,7 +2,12 @@
 public struct Batch: Sendable {
     /// The tasks, in request order.
     public let tasks: [BatchTask]
-    /// For each task, the indices of the tasks that depend on it.
+    /// The request body, where the inputs of ``RawJSONOperation`` tasks lie.
+    let body: [UInt8]
+    /// The ``RawJSONOperation``s of those tasks (see ``BatchTask/RawWork``).
+    let rawJSONOperations: [any RawJSONOperation]
+    /// For each task, the indices of the tasks that depend on it; empty when no task has
+    /// dependencies.
     let dependents: [[Int]]
     /// How many tasks may run at once.
     public let concurrency: Int
@@ -10,25 +15,33 @@ public struct Batch: Sendable {
     public let timeout: Duration
     /// What a failing task does to the rest.
     public let errorPolicy: ErrorPolicy
+    /// Whether any task waits for another.
+    let hasDependencies: Bool
     /// Whether any task's operation may wait (is not instant).
     let hasWaitingTasks: Bool
     /// Whether every task's operation runs synchronously, so that ``BatchRunner/runAtOnce(_:)``
     /// can run the batch without an asynchronous call.
     public let runsAtOnce: Bool
 
-    init(tasks: [BatchTask], concurrency: Int, timeout: Duration, errorPolicy: ErrorPolicy) {
+    /// - Parameters:
+    ///   - hasDependencies: whether some task has dependencies.
+    ///   - hasWaitingTasks: whether some task's operation is not instant.
+    ///   - runsAtOnce: whether every task's operation runs synchronously.
+    ///   The decoder knows these of every task as it reads it: asking the tasks again here cost a
+    ///   pass that copied each task's work.
+    init(
+        tasks: [BatchTask], body: [UInt8], rawJSONOperations: [any RawJSONOperation], hasDependencies: Bool,
+        hasWaitingTasks: Bool, runsAtOnce: Bool, concurrency: Int, timeout: Duration, errorPolicy: ErrorPolicy
+    ) {
         self.tasks = tasks
-        var dependents = [[Int]](repeating: [], count: tasks.count)
-        var hasWaitingTasks = false
-        var runsAtOnce = true
-        // One pass, by index: iterating the tasks by value copied each (a retain per reference
-        // it holds, a tenth of decoding a batch of echoes).
-        for index in tasks.indices {
-            for dependency in tasks[index].dependencies { dependents[dependency].append(index) }
-            if !tasks[index].isInstant { hasWaitingTasks = true }
-            if runsAtOnce {
-                runsAtOnce =
-                    tasks[index].work?.isSynchronous ?? tasks[index].deferredInput?.operation.isSynchronous ?? false
+        self.body = body
+        self.rawJSONOperations = rawJSONOperations
+        self.hasDependencies = hasDependencies
+        var dependents: [[Int]] = []
+        if hasDependencies {
+            dependents = Array(repeating: [], count: tasks.count)
+            for index in tasks.indices {
+                for dependency in tasks[index].dependencies { dependents[dependency].append(index) }
             }
         }
         self.dependents = dependents
@@ -38,25 +51,46 @@ public struct Batch: Sendable {
         self.hasWaitingTasks = hasWaitingTasks
         self.runsAtOnce = runsAtOnce
     }
+
+    /// The indices of the tasks that depend on task `index`.
+    func dependents(of index: Int) -> [Int] {
+        hasDependencies ? dependents[index] : []
+    }
 }
 
 /// One validated task of a ``Batch``.
 public struct BatchTask: Sendable {
     /// The client's id for the task.
-    public let id: String
+    public internal(set) var id: String
     /// The operation's name (the registry's copy of it: tasks of one operation share it).
-    public let operation: String
-    /// The operation's work, bound to its decoded input; `nil` when the input has references,
-    /// which are filled in just before the task starts (see ``deferredInput``).
-    let work: PreparedTask?
+    public internal(set) var operation: String
+    /// The operation's work, bound to its decoded input; `nil` for a ``RawJSONOperation`` (see
+    /// ``rawWork``) and when the input has references, which are filled in just before the task
+    /// starts (see ``deferredInput``).
+    var work: PreparedTask?
+    /// A ``RawJSONOperation`` task's operation and input, as positions: a task that holds no
+    /// reference costs nothing to keep, copy or free.
+    var rawWork: RawWork?
     /// The input and operation of a task whose input has references.
-    let deferredInput: DeferredInput?
+    var deferredInput: DeferredInput?
     /// Whether the operation runs inline (see ``Operation/isInstant``).
-    let isInstant: Bool
+    var isInstant = false
     /// Indices of the tasks that must succeed before this one starts.
-    public let dependencies: [Int]
+    public internal(set) var dependencies: [Int] = []
     /// The longest the task may run.
-    public let timeout: Duration
+    public internal(set) var timeout: Duration
+
+    /// Which of the batch's ``Batch/rawJSONOperations`` to run, on which bytes of its body.
+    struct RawWork: Sendable {
+        var operation: Int
+        var input: Range<Int>
+    }
+
+    init(id: String, operation: String, timeout: Duration) {
+        self.id = id
+        self.operation = operation
+        self.timeout = timeout
+    }
 }
 
 /// What a failing task does to the rest of its batch.

@@ -12,20 +12,49 @@ public struct BatchDecoder: Sendable {
         self.limits = limits
     }
 
-    /// A task as read from the body, before the graph is checked.
-    private struct DraftTask {
+    /// What a task names of other tasks, by id, until the graph is checked: kept apart from the
+    /// task table, since few tasks have any.
+    private struct Links {
         var index: Int
-        var id: String?
-        var isInstant = false
-        var operation = ""
-        var work: PreparedTask?
-        var deferredInput: (template: InputTemplate, operation: AnyOperation)?
         var dependencyIds: [String] = []
         /// The tasks its input references, with where each reference sits in the input.
         var referencedIds: [(id: String, field: String)] = []
-        var timeoutMilliseconds: Int?
+        /// The input with its references, and the operation it is for, bound to task indices
+        /// once the ids are known.
+        var template: (template: InputTemplate, operation: AnyOperation)?
+    }
 
-        var reference: ValidationIssue.TaskReference { id.map { .id($0) } ?? .index(index) }
+    /// The task table as it is read, and what is needed to finish it.
+    private struct Reading {
+        var tasks: [BatchTask] = []
+        var links: [Links] = []
+        var hasWaitingTasks = false
+        var runsAtOnce = true
+        /// The operations the tasks use, in the order first used.
+        var operations: [AnyOperation] = []
+        /// The ``RawJSONOperation``s among them, by their ``BatchTask/RawWork/operation`` number.
+        var rawJSONOperations: [any RawJSONOperation] = []
+        /// What the previous task's operation is: batches mostly repeat one, and comparing its
+        /// name is cheaper than hashing it for the registry. Plain values, so that a task of the
+        /// same operation touches no reference count (shared by both event loops, the registry's
+        /// operations were a contended hot spot).
+        var last: OperationInfo?
+
+        /// How an issue names task `index`: by id once it has a valid one.
+        func reference(_ index: Int) -> ValidationIssue.TaskReference {
+            tasks[index].id.isEmpty ? .index(index) : .id(tasks[index].id)
+        }
+    }
+
+    /// What the decoder needs of an operation for each task.
+    private struct OperationInfo {
+        var name: String
+        /// Its position in ``Reading/operations``.
+        var index: Int
+        var isInstant: Bool
+        var isSynchronous: Bool
+        /// Its position in ``Reading/rawJSONOperations``, or -1.
+        var rawJSONSlot: Int
     }
 
     /// Decodes and validates `body`.
@@ -56,7 +85,7 @@ public struct BatchDecoder: Sendable {
                 issues: [ValidationIssue(task: nil, field: "body", message: "must be a JSON object")],
                 isMalformed: false)
         }
-        var drafts: [DraftTask]?
+        var reading: Reading?
         var concurrency = limits.maximumConcurrency
         var timeoutMilliseconds = limits.maximumBatchTimeoutMilliseconds
         var errorPolicy = ErrorPolicy.continue
@@ -73,7 +102,7 @@ public struct BatchDecoder: Sendable {
             }
             switch key {
             case "tasks":
-                drafts = try decodeTasks(&scanner, context: context, issues: &issues)
+                reading = try decodeTasks(&scanner, context: context, issues: &issues)
             case "concurrency":
                 if let value = try readPositiveInteger(&scanner) {
                     concurrency = min(value, limits.maximumConcurrency)
@@ -106,35 +135,17 @@ public struct BatchDecoder: Sendable {
         }
         try scanner.finish()
 
-        guard let drafts else {
+        guard var reading else {
             issues.append(ValidationIssue(task: nil, field: "tasks", message: "is required"))
             throw BatchValidationError(issues: issues, isMalformed: false)
         }
-        var indexById: [String: Int] = [:]
-        let dependencies = resolveDependencies(drafts, indexById: &indexById, issues: &issues)
+        resolveLinks(&reading, context: context, issues: &issues)
         guard issues.isEmpty else { throw BatchValidationError(issues: issues, isMalformed: false) }
-
-        var tasks: [BatchTask] = []
-        tasks.reserveCapacity(drafts.count)
-        // Loops over drafts go by index: iterating the array by value copies every draft.
-        for index in drafts.indices {
-            let timeout = min(drafts[index].timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds)
-            var deferredInput: DeferredInput?
-            if let (unbound, operation) = drafts[index].deferredInput {
-                var template = unbound
-                template.bind { indexById[$0] }
-                deferredInput = DeferredInput(
-                    template: template, operation: operation, context: context,
-                    maximumBytes: limits.maximumInputBytes)
-            }
-            tasks.append(
-                BatchTask(
-                    id: drafts[index].id!, operation: drafts[index].operation, work: drafts[index].work, deferredInput: deferredInput,
-                    isInstant: drafts[index].isInstant, dependencies: dependencies[index],
-                    timeout: .milliseconds(timeout)))
-        }
+        // Every entry of `links` names at least one task, which a valid batch has resolved.
         return Batch(
-            tasks: tasks, concurrency: concurrency, timeout: .milliseconds(timeoutMilliseconds),
+            tasks: reading.tasks, body: scanner.bytes, rawJSONOperations: reading.rawJSONOperations,
+            hasDependencies: !reading.links.isEmpty, hasWaitingTasks: reading.hasWaitingTasks,
+            runsAtOnce: reading.runsAtOnce, concurrency: concurrency, timeout: .milliseconds(timeoutMilliseconds),
             errorPolicy: errorPolicy)
     }
 
@@ -142,26 +153,23 @@ public struct BatchDecoder: Sendable {
 
     private func decodeTasks(
         _ scanner: inout JSONScanner, context: RequestContext, issues: inout [ValidationIssue]
-    ) throws -> [DraftTask]? {
+    ) throws -> Reading? {
         guard try scanner.peekKind() == .array else {
             issues.append(ValidationIssue(task: nil, field: "tasks", message: "must be an array of tasks"))
             _ = try scanner.skipValue()
             return nil
         }
-        var drafts: [DraftTask] = []
+        var reading = Reading()
         // Room for as many tasks as the body could hold at about 24 bytes each (the shortest task
-        // is 23), up to the limit: from empty, ten thousand drafts grew the array fourteen
+        // is 23), up to the limit: from empty, ten thousand tasks grew the array fourteen
         // times, copying what it held each time. Pages of an overestimate are never touched.
-        drafts.reserveCapacity(min(limits.maximumTasks, scanner.bytes.count / 24 + 1))
+        reading.tasks.reserveCapacity(min(limits.maximumTasks, scanner.bytes.count / 24 + 1))
         var count = 0
-        var lastOperation: AnyOperation?
         try scanner.beginArray()
         while try scanner.nextElement(first: count == 0) {
             // Past the limit, keep checking the syntax but stop collecting tasks.
             if count < limits.maximumTasks {
-                drafts.append(
-                    try decodeTask(
-                        &scanner, index: count, context: context, lastOperation: &lastOperation, issues: &issues))
+                try decodeTask(&scanner, into: &reading, context: context, issues: &issues)
             } else {
                 _ = try scanner.skipValue()
             }
@@ -175,7 +183,7 @@ public struct BatchDecoder: Sendable {
                     task: nil, field: "tasks",
                     message: "has \(count) tasks; at most \(limits.maximumTasks) are allowed"))
         }
-        return drafts
+        return reading
     }
 
     /// Which task field a key names, from its raw bytes: 0 `id`, 1 `op`, 2 `input`,
@@ -206,17 +214,19 @@ public struct BatchDecoder: Sendable {
         }
     }
 
-    /// - Parameter lastOperation: the previous task's operation: batches mostly repeat one, and
-    ///   comparing its name is cheaper than hashing it for the registry.
+    /// Reads one task into the table (appending it, valid or not, so that positions match).
     private func decodeTask(
-        _ scanner: inout JSONScanner, index: Int, context: RequestContext, lastOperation: inout AnyOperation?,
+        _ scanner: inout JSONScanner, into reading: inout Reading, context: RequestContext,
         issues: inout [ValidationIssue]
-    ) throws -> DraftTask {
-        var draft = DraftTask(index: index)
+    ) throws {
+        let index = reading.tasks.count
+        // Written into the table at once, and filled in there: a task built aside and then
+        // appended was copied, every reference it holds retained and released once more.
+        reading.tasks.append(BatchTask(id: "", operation: "", timeout: .zero))
         guard try scanner.peekKind() == .object else {
             issues.append(ValidationIssue(task: .index(index), field: "tasks[\(index)]", message: "must be an object"))
             _ = try scanner.skipValue()
-            return draft
+            return
         }
         // Issues are collected locally first: they name the task by id, known only at the end.
         var fieldIssues: [(field: String, message: String)] = []
@@ -224,6 +234,8 @@ public struct BatchDecoder: Sendable {
         // Not `RawJSON.null` up front: that shared value's reference count, bumped by every task
         // on every thread, was a contended hot spot.
         var input: RawJSON?
+        var timeoutMilliseconds: Int?
+        var dependencyIds: [String] = []
         var seenKeys: UInt8 = 0
 
         try scanner.beginObject()
@@ -258,7 +270,7 @@ public struct BatchDecoder: Sendable {
                 if length == 0 || length > limits.maximumIdLength {
                     fieldIssues.append((key, "must be 1 to \(limits.maximumIdLength) characters long"))
                 } else {
-                    draft.id = id
+                    reading.tasks[index].id = id
                 }
             case 1:  // op
                 guard try scanner.peekKind() == .string else {
@@ -280,47 +292,84 @@ public struct BatchDecoder: Sendable {
                 while try scanner.nextElement(first: firstDependency) {
                     firstDependency = false
                     if try scanner.peekKind() == .string {
-                        draft.dependencyIds.append(try scanner.readString())
+                        dependencyIds.append(try scanner.readString())
                     } else {
                         fieldIssues.append((key, "must contain only task ids (strings)"))
                         _ = try scanner.skipValue()
                     }
                 }
             default:  // "timeout_ms"
-                draft.timeoutMilliseconds = try readPositiveInteger(&scanner)
-                if draft.timeoutMilliseconds == nil { fieldIssues.append((key, Self.positiveIntegerMessage)) }
+                timeoutMilliseconds = try readPositiveInteger(&scanner)
+                if timeoutMilliseconds == nil { fieldIssues.append((key, Self.positiveIntegerMessage)) }
             }
         }
+        reading.tasks[index].timeout = .milliseconds(
+            min(timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds))
 
+        var links = Links(index: index, dependencyIds: dependencyIds)
         if seenKeys & 1 == 0 { fieldIssues.append(("id", "is required")) }
         if let operationName {
-            if let operation = lastOperation?.name == operationName ? lastOperation : registry[operationName] {
-                lastOperation = operation
-                draft.isInstant = operation.isInstant
-                draft.operation = operation.name
-                prepare(input, of: operation, context: context, into: &draft, fieldIssues: &fieldIssues)
+            if let operation = reading.last?.name == operationName ? reading.last : lookUp(operationName, &reading) {
+                reading.last = operation
+                reading.tasks[index].isInstant = operation.isInstant
+                reading.tasks[index].operation = operation.name
+                if !operation.isInstant { reading.hasWaitingTasks = true }
+                if !operation.isSynchronous { reading.runsAtOnce = false }
+                if operation.rawJSONSlot >= 0, let input, !InputTemplate.mayHaveReferences(input) {
+                    // The input stays where it is in the body (see `BatchTask.RawWork`).
+                    do {
+                        try reading.rawJSONOperations.withUnsafeBufferPointer { operations throws(InputError) in
+                            try operations[operation.rawJSONSlot].validateInput(input, context: context)
+                        }
+                        reading.tasks[index].rawWork = BatchTask.RawWork(
+                            operation: operation.rawJSONSlot, input: input.bytes.indices)
+                    } catch {
+                        fieldIssues.append((InputError.field(error.path), error.message))
+                    }
+                } else {
+                    prepare(
+                        input, of: reading.operations[operation.index], context: context,
+                        into: &reading.tasks[index], links: &links, fieldIssues: &fieldIssues)
+                }
             } else {
                 fieldIssues.append(("op", "unknown operation '\(operationName)'; GET /ops lists them"))
             }
         } else if seenKeys & 2 == 0 {
             fieldIssues.append(("op", "is required"))
         }
-        let reference = draft.reference
+        if !links.dependencyIds.isEmpty || links.template != nil { reading.links.append(links) }
+        guard !fieldIssues.isEmpty else { return }
+        let reference = reading.reference(index)
         for (field, message) in fieldIssues {
             issues.append(ValidationIssue(task: reference, field: field, message: message))
         }
-        return draft
+    }
+
+    /// The operation called `name`, noted in `reading`; `nil` when there is none.
+    private func lookUp(_ name: String, _ reading: inout Reading) -> OperationInfo? {
+        guard let operation = registry[name] else { return nil }
+        let index = reading.operations.firstIndex { $0 === operation } ?? reading.operations.count
+        if index == reading.operations.count { reading.operations.append(operation) }
+        var rawJSONSlot = -1
+        if let raw = operation.rawJSONOperation {
+            // Numbered in the order first used, as `operations` are.
+            rawJSONSlot = reading.operations[..<index].filter { $0.rawJSONOperation != nil }.count
+            if rawJSONSlot == reading.rawJSONOperations.count { reading.rawJSONOperations.append(raw) }
+        }
+        return OperationInfo(
+            name: operation.name, index: index, isInstant: operation.isInstant,
+            isSynchronous: operation.isSynchronous, rawJSONSlot: rawJSONSlot)
     }
 
     /// Decodes a task's input, or, when it references other tasks, checks what can be checked
-    /// before they have run and keeps it for later.
+    /// before they have run and keeps it for later (in `links`).
     private func prepare(
-        _ input: RawJSON?, of operation: AnyOperation, context: RequestContext, into draft: inout DraftTask,
-        fieldIssues: inout [(field: String, message: String)]
+        _ input: RawJSON?, of operation: AnyOperation, context: RequestContext, into task: inout BatchTask,
+        links: inout Links, fieldIssues: inout [(field: String, message: String)]
     ) {
         func prepareNow(_ input: RawJSON) {
             do {
-                draft.work = try operation.prepare(input, context: context)
+                task.work = try operation.prepare(input, context: context)
             } catch {
                 fieldIssues.append((InputError.field(error.path), error.message))
             }
@@ -349,7 +398,7 @@ public struct BatchDecoder: Sendable {
                 fieldIssues.append((field, "cannot be a reference for operation '\(operation.name)'"))
                 continue
             }
-            draft.referencedIds.append((reference.taskID, field))
+            links.referencedIds.append((reference.taskID, field))
         }
         // Everything but the referenced values can be checked now: with `null` in their place,
         // only problems at or inside a reference's place are left for later.
@@ -366,7 +415,7 @@ public struct BatchDecoder: Sendable {
                 fieldIssues.append((InputError.field(error.path), error.message))
             }
         }
-        draft.deferredInput = (template, operation)
+        links.template = (template, operation)
     }
 
     private static let positiveIntegerMessage = "must be a positive integer"
@@ -385,14 +434,13 @@ public struct BatchDecoder: Sendable {
 
     // MARK: Graph
 
-    /// Resolves dependency ids to indices and reports duplicate ids, unknown or self
-    /// dependencies, and cycles.
-    private func resolveDependencies(
-        _ drafts: [DraftTask], indexById: inout [String: Int], issues: inout [ValidationIssue]
-    ) -> [[Int]] {
-        indexById.reserveCapacity(drafts.count)
-        for index in drafts.indices {
-            guard let id = drafts[index].id else { continue }
+    /// Reports every id used by more than one task, naming the later ones; returns the position
+    /// of each id (its first task's).
+    private func reportDuplicateIds(_ tasks: [BatchTask], issues: inout [ValidationIssue]) -> [String: Int] {
+        var indexById: [String: Int] = [:]
+        indexById.reserveCapacity(tasks.count)
+        for index in tasks.indices where !tasks[index].id.isEmpty {
+            let id = tasks[index].id
             if let previous = indexById.updateValue(index, forKey: id) {
                 indexById[id] = previous  // the first task keeps the id
                 issues.append(
@@ -401,61 +449,59 @@ public struct BatchDecoder: Sendable {
                         message: "duplicate id '\(id)' (also used by task \(previous))"))
             }
         }
+        return indexById
+    }
 
-        var dependencies = [[Int]](repeating: [], count: drafts.count)
+    /// Resolves dependency and reference ids to positions, binds the inputs with references, and
+    /// reports duplicate ids, unknown or self dependencies, and cycles.
+    private func resolveLinks(_ reading: inout Reading, context: RequestContext, issues: inout [ValidationIssue]) {
+        let indexById = reportDuplicateIds(reading.tasks, issues: &issues)
         var graphIsComplete = true
-        for index in drafts.indices where !drafts[index].dependencyIds.isEmpty || !drafts[index].referencedIds.isEmpty {
-            let draft = drafts[index]
+        for links in reading.links {
+            let index = links.index
+            let task = reading.reference(index)
+            let ownId = reading.tasks[index].id
+            var dependencies: [Int] = []
             var seen = Set<Int>()
             // A reference implies a dependency on the task it reads.
-            for (referencedId, field) in draft.referencedIds {
-                guard let target = indexById[referencedId] else {
-                    issues.append(
-                        ValidationIssue(
-                            task: draft.reference, field: field, message: "references unknown task id '\(referencedId)'"))
+            let named =
+                links.referencedIds.map { ($0.id, $0.field, true) } + links.dependencyIds.map { ($0, "depends_on", false) }
+            for (id, field, isReference) in named {
+                guard let target = indexById[id] else {
+                    let message = isReference ? "references unknown task id '\(id)'" : "unknown task id '\(id)'"
+                    issues.append(ValidationIssue(task: task, field: field, message: message))
                     graphIsComplete = false
                     continue
                 }
-                if target == draft.index || referencedId == draft.id {
-                    issues.append(
-                        ValidationIssue(
-                            task: draft.reference, field: field, message: "a task cannot reference its own output"))
+                if target == index || id == ownId {
+                    let message = isReference ? "a task cannot reference its own output" : "a task cannot depend on itself"
+                    issues.append(ValidationIssue(task: task, field: field, message: message))
                     graphIsComplete = false
                     continue
                 }
-                if seen.insert(target).inserted { dependencies[draft.index].append(target) }
+                if seen.insert(target).inserted { dependencies.append(target) }
             }
-            for dependencyId in draft.dependencyIds {
-                guard let target = indexById[dependencyId] else {
-                    issues.append(
-                        ValidationIssue(
-                            task: draft.reference, field: "depends_on",
-                            message: "unknown task id '\(dependencyId)'"))
-                    graphIsComplete = false
-                    continue
-                }
-                if target == draft.index || dependencyId == draft.id {
-                    issues.append(
-                        ValidationIssue(
-                            task: draft.reference, field: "depends_on", message: "a task cannot depend on itself"))
-                    graphIsComplete = false
-                    continue
-                }
-                if seen.insert(target).inserted { dependencies[draft.index].append(target) }
+            reading.tasks[index].dependencies = dependencies
+            if let (unbound, operation) = links.template {
+                var template = unbound
+                template.bind { indexById[$0] }
+                reading.tasks[index].deferredInput = DeferredInput(
+                    template: template, operation: operation, context: context,
+                    maximumBytes: limits.maximumInputBytes)
             }
         }
-        if graphIsComplete, dependencies.contains(where: { !$0.isEmpty }) {
-            reportCycles(drafts, dependencies: dependencies, issues: &issues)
+        if graphIsComplete, !reading.links.isEmpty {
+            reportCycles(reading, issues: &issues)
         }
-        return dependencies
     }
 
     /// Finds the tasks Kahn's algorithm cannot order and reports each cycle among them once.
-    private func reportCycles(_ drafts: [DraftTask], dependencies: [[Int]], issues: inout [ValidationIssue]) {
-        var remaining = dependencies.map { $0.count }
-        var dependents = [[Int]](repeating: [], count: drafts.count)
-        for (index, list) in dependencies.enumerated() {
-            for dependency in list { dependents[dependency].append(index) }
+    private func reportCycles(_ reading: Reading, issues: inout [ValidationIssue]) {
+        let tasks = reading.tasks
+        var remaining = tasks.map { $0.dependencies.count }
+        var dependents = [[Int]](repeating: [], count: tasks.count)
+        for index in tasks.indices {
+            for dependency in tasks[index].dependencies { dependents[dependency].append(index) }
         }
         var queue = remaining.indices.filter { remaining[$0] == 0 }
         var head = 0
@@ -467,10 +513,10 @@ public struct BatchDecoder: Sendable {
                 if remaining[dependent] == 0 { queue.append(dependent) }
             }
         }
-        guard queue.count < drafts.count else { return }
+        guard queue.count < tasks.count else { return }
 
         // Every task left has a dependency that is also left: following them must loop.
-        var visited = [Bool](repeating: false, count: drafts.count)
+        var visited = [Bool](repeating: false, count: tasks.count)
         for start in remaining.indices where remaining[start] > 0 && !visited[start] {
             var path: [Int] = []
             var positionInPath: [Int: Int] = [:]
@@ -479,14 +525,14 @@ public struct BatchDecoder: Sendable {
                 visited[current] = true
                 positionInPath[current] = path.count
                 path.append(current)
-                current = dependencies[current].first { remaining[$0] > 0 }!
+                current = tasks[current].dependencies.first { remaining[$0] > 0 }!
             }
             guard let cycleStart = positionInPath[current] else { continue }  // ran into a cycle already reported
             let cycle = path[cycleStart...] + [current]
-            let description = cycle.map { "'\(drafts[$0].id ?? "#\($0)")'" }.joined(separator: " → ")
+            let description = cycle.map { "'\(tasks[$0].id.isEmpty ? "#\($0)" : tasks[$0].id)'" }.joined(separator: " → ")
             issues.append(
                 ValidationIssue(
-                    task: drafts[current].reference, field: "depends_on",
+                    task: reading.reference(current), field: "depends_on",
                     message: "dependency cycle: \(description) (each depends on, or references, the next)"))
         }
     }

@@ -10,10 +10,49 @@ public struct BatchResult: Sendable {
         case partial
     }
 
-    /// One result per task, in request order.
-    public let results: [TaskResult]
+    /// The tasks, for their ids.
+    private let tasks: [BatchTask]
+    /// Each task's status, output, error and running time, by position: kept by field rather
+    /// than as an array of ``TaskResult``s, which cost each task a result built, copied into
+    /// place and destroyed, with a retain and release of everything in it at every step.
+    private let statuses: [TaskStatus]
+    private let outputs: [RawJSON?]
+    /// The errors of the tasks that have one, by position.
+    private let errors: [Int: TaskError]
+    private let durations: [Duration]
     /// How long the batch ran.
     public let duration: Duration
+
+    init(
+        tasks: [BatchTask], statuses: [TaskStatus], outputs: [RawJSON?], errors: [Int: TaskError],
+        durations: [Duration], duration: Duration
+    ) {
+        self.tasks = tasks
+        self.statuses = statuses
+        self.outputs = outputs
+        self.errors = errors
+        self.durations = durations
+        self.duration = duration
+    }
+
+    /// How many tasks the batch had.
+    public var count: Int { statuses.count }
+
+    /// Task `index`'s result.
+    public subscript(index: Int) -> TaskResult {
+        TaskResult(
+            id: tasks[index].id, status: statuses[index], output: outputs[index], error: errors[index],
+            duration: durations[index])
+    }
+
+    /// One result per task, in request order.
+    public var results: [TaskResult] { statuses.indices.map { self[$0] } }
+
+    /// How task `index` ended.
+    public func status(at index: Int) -> TaskStatus { statuses[index] }
+
+    /// How long task `index` ran.
+    public func duration(at index: Int) -> Duration { durations[index] }
 
     /// How many tasks ended with each status.
     public struct Summary: Sendable, Equatable {
@@ -69,7 +108,7 @@ public struct BatchResult: Sendable {
     /// How many tasks ended with each status.
     public var summary: Summary {
         var summary = Summary()
-        for index in results.indices { summary.add(results[index].status) }
+        for status in statuses { summary.add(status) }
         return summary
     }
 
@@ -80,7 +119,7 @@ public struct BatchResult: Sendable {
 
     /// `succeeded` when every task succeeded, `failed` when none did, otherwise `partial`.
     public var status: Status {
-        Self.status(of: summary, total: results.count)
+        Self.status(of: summary, total: count)
     }
 
     private static func status(of summary: Summary, total: Int) -> Status {
@@ -91,22 +130,24 @@ public struct BatchResult: Sendable {
     /// The response body: `{"status": …, "results": […], "summary": {…}}`.
     public func jsonBytes() -> [UInt8] {
         let summary = summary
-        var writer = JSONWriter(reservingCapacity: 128 + results.count * 96)
-        writer.raw(#"{"status":"#)
-        writer.string(Self.status(of: summary, total: results.count).rawValue)
-        writer.raw(#","results":"#)
-        writeResults(to: &writer)
-        writer.raw(#","summary":"#)
-        writeSummary(summary, to: &writer)
-        writer.raw("}")
-        return writer.bytes
+        var tail = JSONWriter(reservingCapacity: 160)
+        tail.raw(#","summary":"#)
+        writeSummary(summary, to: &tail)
+        tail.raw("}")
+        return writeResults(around: 32, head: { cursor in
+            cursor.raw(#"{"status":""#)
+            switch Self.status(of: summary, total: count) {
+            case .succeeded: cursor.raw(#"succeeded""#)
+            case .failed: cursor.raw(#"failed""#)
+            case .partial: cursor.raw(#"partial""#)
+            }
+            cursor.raw(#","results":"#)
+        }, tail: tail.bytes)
     }
 
     /// The `results` array alone: `[{…}, …]`, as an asynchronous job stores it.
     public func resultsJSONBytes() -> [UInt8] {
-        var writer = JSONWriter(reservingCapacity: 2 + results.count * 96)
-        writeResults(to: &writer)
-        return writer.bytes
+        writeResults(around: 0, head: { _ in }, tail: [])
     }
 
     /// The `summary` object alone: `{"total": …, …}`.
@@ -119,9 +160,12 @@ public struct BatchResult: Sendable {
     /// A result in which every task of `batch` is cancelled with `error`, for a batch that never
     /// ran or whose run was lost.
     public static func allCancelled(_ batch: Batch, error: TaskError) -> BatchResult {
-        BatchResult(
-            results: batch.tasks.map { TaskResult(id: $0.id, status: .cancelled, error: error, duration: .zero) },
-            duration: .zero)
+        let count = batch.tasks.count
+        return BatchResult(
+            tasks: batch.tasks, statuses: Array(repeating: .cancelled, count: count),
+            outputs: Array(repeating: nil, count: count),
+            errors: Dictionary(uniqueKeysWithValues: (0..<count).map { ($0, error) }),
+            durations: Array(repeating: .zero, count: count), duration: .zero)
     }
 
     /// The last line of a streamed batch: `{"status": …, "summary": {…}}`.
@@ -129,31 +173,65 @@ public struct BatchResult: Sendable {
         let summary = summary
         var writer = JSONWriter(reservingCapacity: 160)
         writer.raw(#"{"status":"#)
-        writer.string(Self.status(of: summary, total: results.count).rawValue)
+        writer.string(Self.status(of: summary, total: count).rawValue)
         writer.raw(#","summary":"#)
         writeSummary(summary, to: &writer)
         writer.raw("}")
         return writer.bytes
     }
 
-    /// Writes the `results` array.
-    private func writeResults(to writer: inout JSONWriter) {
-        writer.raw("[")
-        // Through the buffer, each result borrowed: iterating by value copied every result,
-        // retaining and releasing what it holds.
-        results.withUnsafeBufferPointer { results in
-            for index in results.indices {
-                if index > 0 { writer.raw(",") }
-                Self.write(results[index], to: &writer)
-            }
+    /// The `results` array, after what `head` writes (at most `headBound` bytes) and before
+    /// `tail`: written in one array made at its final size (see ``ByteCursor``).
+    private func writeResults(
+        around headBound: Int, head: (inout ByteCursor) -> Void, tail: [UInt8]
+    ) -> [UInt8] {
+        // The most each result can take: its envelope, its id escaped, its output, its error.
+        var bound = headBound + 2 + tail.count
+        for index in tasks.indices {
+            bound += 96 + ByteCursor.stringBound(utf8Count: tasks[index].id.utf8.count)
+            if let output = outputs[index] { bound += output.bytes.count }
         }
-        writer.raw("]")
+        for error in errors.values { bound += error.jsonBound }
+        return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
+            var cursor = ByteCursor(buffer)
+            head(&cursor)
+            cursor.byte(UInt8(ascii: "["))
+            // In place, through the arrays' buffers: a task or output copied out to be written
+            // cost a retain and release of what it holds.
+            tasks.withUnsafeBufferPointer { tasks in
+                outputs.withUnsafeBufferPointer { outputs in
+                    for index in tasks.indices {
+                        if index > 0 { cursor.byte(UInt8(ascii: ",")) }
+                        cursor.raw(#"{"id":"#)
+                        cursor.string(tasks[index].id)
+                        switch statuses[index] {
+                        case .succeeded:
+                            cursor.raw(#","status":"succeeded","output":"#)
+                            if let output = outputs[index] { cursor.json(output) }
+                        case .failed: cursor.raw(#","status":"failed""#)
+                        case .skipped: cursor.raw(#","status":"skipped""#)
+                        case .cancelled: cursor.raw(#","status":"cancelled""#)
+                        }
+                        if statuses[index] != .succeeded, let error = errors[index] {
+                            cursor.raw(#","error":"#)
+                            error.write(to: &cursor)
+                        }
+                        cursor.raw(#","duration_ms":"#)
+                        cursor.milliseconds(durations[index])
+                        cursor.byte(UInt8(ascii: "}"))
+                    }
+                }
+            }
+            cursor.byte(UInt8(ascii: "]"))
+            tail.withUnsafeBufferPointer { cursor.bytes($0) }
+            initialized = cursor.count
+        }
     }
 
     /// Writes the `summary` object.
     private func writeSummary(_ summary: Summary, to writer: inout JSONWriter) {
         writer.raw(#"{"total":"#)
-        writer.integer(results.count)
+        writer.integer(count)
         writer.raw(",")
         summary.writeCounts(to: &writer)
         writer.raw(#","duration_ms":"#)

@@ -166,8 +166,12 @@ struct BatchExecution {
     private let clock: ContinuousClock
     private let deadline: ContinuousClock.Instant
     private let inbox: BatchInbox
-    /// One slot per task; a slot is meaningful once `isResolved` says so.
-    private var results: [TaskResult]
+    /// Each task's result, by field (see ``BatchResult``); a slot is meaningful once
+    /// `isResolved` says so.
+    private var statuses: [TaskStatus]
+    private var outputs: [RawJSON?]
+    private var errors: [Int: TaskError] = [:]
+    private var durations: [Duration]
     private var isResolved: [Bool]
     private var unresolvedDependencies: [Int]
     private var ready: [Int]
@@ -188,18 +192,25 @@ struct BatchExecution {
         self.clock = clock
         self.inbox = inbox
         deadline = start + batch.timeout
-        // Placeholders share one empty value: filling the array costs no per-task allocation.
-        results = Array(
-            repeating: TaskResult(id: "", status: .cancelled, duration: .zero), count: batch.tasks.count)
-        isResolved = Array(repeating: false, count: batch.tasks.count)
-        let counts = batch.tasks.map { $0.dependencies.count }
-        unresolvedDependencies = counts
-        ready = counts.indices.filter { counts[$0] == 0 }
+        let count = batch.tasks.count
+        statuses = Array(repeating: .cancelled, count: count)
+        outputs = Array(repeating: nil, count: count)
+        durations = Array(repeating: .zero, count: count)
+        isResolved = Array(repeating: false, count: count)
+        if batch.hasDependencies {
+            let counts = batch.tasks.map { $0.dependencies.count }
+            unresolvedDependencies = counts
+            ready = counts.indices.filter { counts[$0] == 0 }
+        } else {
+            // Every task is ready, in request order, without a look at any.
+            unresolvedDependencies = []
+            ready = Array(batch.tasks.indices)
+        }
     }
 
     /// True once no further event can change a result.
     var isFinished: Bool {
-        resolved == results.count || stopReason != nil || (running.isEmpty && readyHead == ready.count)
+        resolved == statuses.count || stopReason != nil || (running.isEmpty && readyHead == ready.count)
     }
 
     /// Starts ready tasks: instant ones inline, others up to the concurrency limit, without a task
@@ -250,17 +261,43 @@ struct BatchExecution {
     /// Runs every ready task, and the dependents each makes ready, on the calling thread: for a
     /// batch whose every operation runs synchronously.
     mutating func runReadyTasksAtOnce() {
-        var previousEnd: ContinuousClock.Instant?
+        // Timed in plain nanoseconds (see `Ticks`); one task's end is the next one's start.
+        var previousEnd = Ticks.now()
+        let deadline = Ticks.after(previousEnd, batch.timeout)
         while stopReason == nil, readyHead < ready.count {
             let index = ready[readyHead]
             readyHead += 1
-            guard let work = work(for: index, cancellationCause: { .clientGone }) else { continue }
-            let started = previousEnd ?? clock.now
+            let started = previousEnd
             if started >= deadline {
                 stopReason = Self.batchTimeout(batch.timeout)
                 return
             }
-            previousEnd = runSynchronously(index, work, started: started)
+            let result: Result<RawJSON, any Error>
+            if let raw = batch.tasks[index].rawWork {
+                let input = RawJSON(trusted: batch.body[raw.input])
+                // Called where it lies: an operation copied out of the array is an existential
+                // copied and destroyed through its witness table.
+                result = batch.rawJSONOperations.withUnsafeBufferPointer { operations in
+                    Result { try operations[raw.operation].encodeOutput(operations[raw.operation].runInstantly(input)) }
+                }
+            } else if batch.tasks[index].deferredInput == nil {
+                // Run where it lies: a copy of the work out of the table cost a retain and a
+                // release of all it holds, per task.
+                result = batch.tasks.withUnsafeBufferPointer { $0[index].work!.runInstantly()! }
+            } else {
+                guard let work = work(for: index, cancellationCause: { .clientGone }) else { continue }
+                result = work.runInstantly()!
+            }
+            let ended = Ticks.now()
+            previousEnd = ended
+            let duration = Duration.nanoseconds(ended - started)
+            switch result {
+            case .success(let output):
+                succeeded(index, output, duration: duration)
+            case .failure:
+                // A synchronous operation cannot see cancellation, so the cause is never asked for.
+                record(TaskExecutor.outcome(of: result), for: index, duration: duration, cancellationCause: { .clientGone })
+            }
         }
     }
 
@@ -282,8 +319,11 @@ struct BatchExecution {
         for index: Int, cancellationCause: @Sendable () -> CancellationCause
     ) -> PreparedTask? {
         if let work = batch.tasks[index].work { return work }
+        if let raw = batch.tasks[index].rawWork {
+            return .rawJSON(batch.rawJSONOperations[raw.operation], input: RawJSON(trusted: batch.body[raw.input]))
+        }
         // Every referenced task is a dependency, so it has succeeded and its output is here.
-        switch batch.tasks[index].deferredInput!.prepare(output: { results[$0].output }) {
+        switch batch.tasks[index].deferredInput!.prepare(output: { outputs[$0] }) {
         case .success(let work):
             return work
         case .failure(let error):
@@ -329,9 +369,7 @@ struct BatchExecution {
         for (index, task) in running {
             task.handle?.cancel()
             if let timer = task.timeoutTimer { DeadlineScheduler.shared.cancel(timer) }
-            resolve(
-                index,
-                TaskResult(id: batch.tasks[index].id, status: .cancelled, error: reason, duration: now - task.started))
+            resolve(index, .cancelled, error: reason, duration: now - task.started)
         }
         running.removeAll()
     }
@@ -363,16 +401,11 @@ struct BatchExecution {
         _ outcome: TaskOutcome, for index: Int, duration: Duration,
         cancellationCause: @Sendable () -> CancellationCause
     ) {
-        let id = batch.tasks[index].id
         switch outcome {
         case .succeeded(let output):
-            resolve(index, TaskResult(id: id, status: .succeeded, output: output, duration: duration))
-            for dependent in batch.dependents[index] {
-                unresolvedDependencies[dependent] -= 1
-                if unresolvedDependencies[dependent] == 0, !isResolved[dependent] { ready.append(dependent) }
-            }
+            succeeded(index, output, duration: duration)
         case .failed(let error):
-            resolve(index, TaskResult(id: id, status: .failed, error: error, duration: duration))
+            resolve(index, .failed, error: error, duration: duration)
             if batch.errorPolicy == .stop, stopReason == nil {
                 stopReason = TaskError(code: "stopped", message: "an earlier task failed and on_error is \"stop\"")
             }
@@ -383,7 +416,18 @@ struct BatchExecution {
             // stay unresolved and `finish` reports them cancelled for the same reason.
             if stopReason == nil, Task.isCancelled { stopReason = cancellationCause().error }
             let error = stopReason ?? TaskError(code: "cancelled", message: "the operation was cancelled")
-            resolve(index, TaskResult(id: id, status: .cancelled, error: error, duration: duration))
+            resolve(index, .cancelled, error: error, duration: duration)
+        }
+    }
+
+    /// Records task `index`'s output, and makes ready the dependents waiting for nothing else.
+    private mutating func succeeded(_ index: Int, _ output: RawJSON, duration: Duration) {
+        outputs[index] = output
+        resolve(index, .succeeded, duration: duration)
+        guard batch.hasDependencies else { return }
+        for dependent in batch.dependents[index] {
+            unresolvedDependencies[dependent] -= 1
+            if unresolvedDependencies[dependent] == 0, !isResolved[dependent] { ready.append(dependent) }
         }
     }
 
@@ -392,19 +436,19 @@ struct BatchExecution {
         var stack = [index]
         while let failed = stack.popLast() {
             let failedId = batch.tasks[failed].id
-            for dependent in batch.dependents[failed] where !isResolved[dependent] {
+            for dependent in batch.dependents(of: failed) where !isResolved[dependent] {
                 let error = TaskError(
                     code: "dependency_failed", message: "dependency '\(failedId)' did not succeed")
-                resolve(
-                    dependent,
-                    TaskResult(id: batch.tasks[dependent].id, status: .skipped, error: error, duration: .zero))
+                resolve(dependent, .skipped, error: error, duration: .zero)
                 stack.append(dependent)
             }
         }
     }
 
-    private mutating func resolve(_ index: Int, _ result: TaskResult) {
-        results[index] = result
+    private mutating func resolve(_ index: Int, _ status: TaskStatus, error: TaskError? = nil, duration: Duration) {
+        statuses[index] = status
+        if let error { errors[index] = error }
+        durations[index] = duration
         isResolved[index] = true
         resolved += 1
         unreported?.append(index)
@@ -414,16 +458,22 @@ struct BatchExecution {
     mutating func takeUnreported() -> [TaskResult] {
         guard let indices = unreported, !indices.isEmpty else { return [] }
         unreported = []
-        return indices.map { results[$0] }
+        return indices.map { index in
+            TaskResult(
+                id: batch.tasks[index].id, status: statuses[index], output: outputs[index], error: errors[index],
+                duration: durations[index])
+        }
     }
 
     /// Reports every task that never finished as cancelled and builds the result.
     mutating func finish(duration: Duration) -> BatchResult {
         let reason = stopReason ?? TaskError(code: "cancelled", message: "the batch was cancelled")
-        for index in results.indices where !isResolved[index] {
-            resolve(index, TaskResult(id: batch.tasks[index].id, status: .cancelled, error: reason, duration: .zero))
+        for index in statuses.indices where !isResolved[index] {
+            resolve(index, .cancelled, error: reason, duration: .zero)
         }
-        return BatchResult(results: results, duration: duration)
+        return BatchResult(
+            tasks: batch.tasks, statuses: statuses, outputs: outputs, errors: errors, durations: durations,
+            duration: duration)
     }
 
     private static func batchTimeout(_ timeout: Duration) -> TaskError {

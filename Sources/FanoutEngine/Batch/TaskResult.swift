@@ -39,15 +39,26 @@ public struct TaskError: Error, Sendable, Equatable {
 
     /// Writes `{"code": …, "message": …}` and the members of `details`.
     public func write(to writer: inout JSONWriter) {
-        writer.raw(#"{"code":"#)
-        writer.string(code)
-        writer.raw(#","message":"#)
-        writer.string(message)
+        writer.write(upTo: jsonBound) { write(to: &$0) }
+    }
+
+    /// The most bytes ``write(to:)-(ByteCursor)`` writes.
+    var jsonBound: Int {
+        32 + ByteCursor.stringBound(utf8Count: code.utf8.count) + ByteCursor.stringBound(utf8Count: message.utf8.count)
+            + (detailMembers?.count ?? 0)
+    }
+
+    /// Writes `{"code": …, "message": …}` and the members of `details`.
+    func write(to cursor: inout ByteCursor) {
+        cursor.raw(#"{"code":"#)
+        cursor.string(code)
+        cursor.raw(#","message":"#)
+        cursor.string(message)
         if let detailMembers {
-            writer.raw(",")
-            writer.trustedJSON(detailMembers)
+            cursor.byte(UInt8(ascii: ","))
+            detailMembers.withUnsafeBufferPointer { cursor.bytes($0) }
         }
-        writer.raw("}")
+        cursor.byte(UInt8(ascii: "}"))
     }
 }
 

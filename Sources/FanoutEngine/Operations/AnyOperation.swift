@@ -18,6 +18,10 @@ public final class AnyOperation: Sendable {
     /// Input fields that must not be references (see ``Operation/fieldsWithoutReferences``).
     public let fieldsWithoutReferences: Set<String>
 
+    /// The operation, when it is a ``RawJSONOperation``: a batch keeps its tasks' inputs where
+    /// they lie in the request instead of preparing each.
+    let rawJSONOperation: (any RawJSONOperation)?
+
     private let prepareInput: @Sendable (RawJSON, RequestContext) throws(InputError) -> PreparedTask
 
     /// Wraps an operation.
@@ -31,13 +35,14 @@ public final class AnyOperation: Sendable {
         // Each task's bound work holds its own copy of the operation: free for the built-ins,
         // whose structs hold no references. A shared box would be retained and released by
         // every task on every event loop, contending for one cache line.
+        rawJSONOperation = operation as? any RawJSONOperation
         if let instant = operation as? any InstantOperation {
             isSynchronous = true
             prepareInput = Self.preparer(instant)
         } else {
             isSynchronous = false
             prepareInput = { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
-                PreparedTask(bound: Bound(operation, try operation.decodeInput(json, context: context)))
+                PreparedTask(.bound(Bound(operation, try operation.decodeInput(json, context: context))))
             }
         }
     }
@@ -45,8 +50,16 @@ public final class AnyOperation: Sendable {
     private static func preparer<Wrapped: InstantOperation>(
         _ operation: Wrapped
     ) -> @Sendable (RawJSON, RequestContext) throws(InputError) -> PreparedTask {
-        { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
-            PreparedTask(bound: InstantBound(operation, try operation.decodeInput(json, context: context)))
+        if let raw = operation as? any RawJSONOperation {
+            // Its input needs no box: the task keeps the operation (by value, an empty struct
+            // for `echo`) beside it.
+            return { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
+                try raw.validateInput(json, context: context)
+                return PreparedTask(.rawJSON(raw, json))
+            }
+        }
+        return { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
+            PreparedTask(.bound(InstantBound(operation, try operation.decodeInput(json, context: context))))
         }
     }
 
@@ -61,26 +74,57 @@ public final class AnyOperation: Sendable {
 
 /// An operation bound to its validated input, ready to run.
 public struct PreparedTask: Sendable {
-    fileprivate let bound: any BoundOperation
+    fileprivate enum Work: Sendable {
+        /// The operation and its decoded input, in a box.
+        case bound(any BoundOperation)
+        /// A ``RawJSONOperation`` beside its input: a batch of ten thousand such tasks makes no
+        /// allocation for them.
+        case rawJSON(any RawJSONOperation, RawJSON)
+    }
+
+    private let work: Work
+
+    fileprivate init(_ work: Work) {
+        self.work = work
+    }
+
+    /// `operation` with `input`, already validated.
+    static func rawJSON(_ operation: any RawJSONOperation, input: RawJSON) -> PreparedTask {
+        PreparedTask(.rawJSON(operation, input))
+    }
 
     /// Runs the operation and returns its encoded output.
     public func run() async throws -> RawJSON {
-        try await bound.run()
+        switch work {
+        case .bound(let bound): try await bound.run()
+        case .rawJSON(let operation, let input): try operation.encodeOutput(operation.runInstantly(input))
+        }
     }
 
     /// Whether ``runInstantly()`` runs it (its operation is an ``InstantOperation``).
-    var isSynchronous: Bool { bound.isSynchronous }
+    var isSynchronous: Bool {
+        switch work {
+        case .bound(let bound): bound.isSynchronous
+        case .rawJSON: true
+        }
+    }
 
     /// Runs an ``InstantOperation`` synchronously; `nil` for any other operation.
     func runInstantly() -> Result<RawJSON, any Error>? {
-        bound.runInstantly()
+        switch work {
+        case .bound(let bound): bound.runInstantly()
+        case .rawJSON(let operation, let input): Result { try operation.encodeOutput(operation.runInstantly(input)) }
+        }
     }
 
     /// Starts the operation without a task, if it can be (see ``Operation/start(_:deadline:completion:)``).
     func start(
         deadline: ContinuousClock.Instant, completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
     ) -> OperationHandle? {
-        bound.start(deadline: deadline, completion: completion)
+        switch work {
+        case .bound(let bound): bound.start(deadline: deadline, completion: completion)
+        case .rawJSON: nil
+        }
     }
 }
 

@@ -132,6 +132,32 @@ extension InstantOperation {
     }
 }
 
+/// An instant operation that takes and returns JSON as it is, as `echo` does.
+///
+/// Its input reaches ``InstantOperation/runInstantly(_:)`` exactly as the client wrote it:
+/// the engine keeps only where it lies in the request, and checks it with
+/// ``validateInput(_:context:)`` (``Operation/decodeInput(_:)`` is not called). A batch of ten
+/// thousand such tasks allocates nothing for them.
+public protocol RawJSONOperation: InstantOperation where Input == RawJSON, Output == RawJSON {
+    /// Checks the input before anything runs. The default accepts any JSON value.
+    ///
+    /// - Throws: ``InputError`` naming what is wrong.
+    func validateInput(_ json: RawJSON, context: RequestContext) throws(InputError)
+}
+
+extension RawJSONOperation {
+    public func validateInput(_ json: RawJSON, context: RequestContext) throws(InputError) {}
+
+    /// The input as it is, once ``validateInput(_:context:)`` accepts it.
+    public func decodeInput(_ json: RawJSON) throws(InputError) -> RawJSON {
+        try validateInput(json, context: .none)
+        return json
+    }
+
+    /// The output as it is.
+    public func encodeOutput(_ output: RawJSON) throws -> RawJSON { output }
+}
+
 /// Work begun by ``Operation/start(_:completion:)``, which the engine may cancel.
 public struct OperationHandle: Sendable {
     let cancel: @Sendable () -> Void

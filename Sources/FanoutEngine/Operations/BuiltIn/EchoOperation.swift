@@ -1,5 +1,5 @@
 /// `echo`: the output is the input, byte for byte.
-public struct EchoOperation: InstantOperation {
+public struct EchoOperation: RawJSONOperation {
     public var name: String { "echo" }
     public var summary: String { "Returns its input unchanged." }
     public var inputSchema: RawJSON {
@@ -9,10 +9,6 @@ public struct EchoOperation: InstantOperation {
     /// Creates the operation.
     public init() {}
 
-    /// Keeps the raw bytes: there is nothing to validate and nothing to decode.
-    public func decodeInput(_ json: RawJSON) throws(InputError) -> RawJSON { json }
-
+    /// The bytes of the input: there is nothing to validate and nothing to decode.
     public func runInstantly(_ input: RawJSON) -> RawJSON { input }
-
-    public func encodeOutput(_ output: RawJSON) throws -> RawJSON { output }
 }
