@@ -77,19 +77,33 @@ public struct BatchTask: Sendable {
     var isInstant = false
     /// Indices of the tasks that must succeed before this one starts.
     public internal(set) var dependencies: [Int] = []
-    /// The longest the task may run.
-    public internal(set) var timeout: Duration
+    /// The longest the task may run, in milliseconds: a task is kept small, since a batch of
+    /// ten thousand writes and reads ten thousand of them.
+    var timeoutMilliseconds: Int32 = 0
 
-    /// Which of the batch's ``Batch/rawJSONOperations`` to run, on which bytes of its body.
+    /// The longest the task may run.
+    public var timeout: Duration { .milliseconds(timeoutMilliseconds) }
+
+    /// Which of the batch's ``Batch/rawJSONOperations`` to run, on which bytes of its body (a
+    /// body of 2 GiB or more, far past any sensible limit, is decoded the ordinary way).
     struct RawWork: Sendable {
-        var operation: Int
-        var input: Range<Int>
+        private var operationNumber: Int32
+        private var start: Int32
+        private var end: Int32
+
+        init(operation: Int, input: Range<Int>) {
+            operationNumber = Int32(operation)
+            start = Int32(input.lowerBound)
+            end = Int32(input.upperBound)
+        }
+
+        var operation: Int { Int(operationNumber) }
+        var input: Range<Int> { Int(start)..<Int(end) }
     }
 
-    init(id: String, operation: String, timeout: Duration) {
+    init(id: String, operation: String) {
         self.id = id
         self.operation = operation
-        self.timeout = timeout
     }
 }
 

@@ -222,7 +222,7 @@ public struct BatchDecoder: Sendable {
         let index = reading.tasks.count
         // Written into the table at once, and filled in there: a task built aside and then
         // appended was copied, every reference it holds retained and released once more.
-        reading.tasks.append(BatchTask(id: "", operation: "", timeout: .zero))
+        reading.tasks.append(BatchTask(id: "", operation: ""))
         guard try scanner.peekKind() == .object else {
             issues.append(ValidationIssue(task: .index(index), field: "tasks[\(index)]", message: "must be an object"))
             _ = try scanner.skipValue()
@@ -303,8 +303,9 @@ public struct BatchDecoder: Sendable {
                 if timeoutMilliseconds == nil { fieldIssues.append((key, Self.positiveIntegerMessage)) }
             }
         }
-        reading.tasks[index].timeout = .milliseconds(
-            min(timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds))
+        // Kept as 32 bits: past 24 days (a maximum no operator sets), the limit is 24 days.
+        reading.tasks[index].timeoutMilliseconds = Int32(
+            clamping: min(timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds))
 
         var links = Links(index: index, dependencyIds: dependencyIds)
         if seenKeys & 1 == 0 { fieldIssues.append(("id", "is required")) }
@@ -315,7 +316,9 @@ public struct BatchDecoder: Sendable {
                 reading.tasks[index].operation = operation.name
                 if !operation.isInstant { reading.hasWaitingTasks = true }
                 if !operation.isSynchronous { reading.runsAtOnce = false }
-                if operation.rawJSONSlot >= 0, let input, !InputTemplate.mayHaveReferences(input) {
+                if operation.rawJSONSlot >= 0, let input, scanner.bytes.count <= Int32.max,
+                    !InputTemplate.mayHaveReferences(input)
+                {
                     // The input stays where it is in the body (see `BatchTask.RawWork`).
                     do {
                         try reading.rawJSONOperations.withUnsafeBufferPointer { operations throws(InputError) in

@@ -274,11 +274,10 @@ struct BatchExecution {
             }
             let result: Result<RawJSON, any Error>
             if let raw = batch.tasks[index].rawWork {
-                let input = RawJSON(trusted: batch.body[raw.input])
                 // Called where it lies: an operation copied out of the array is an existential
                 // copied and destroyed through its witness table.
                 result = batch.rawJSONOperations.withUnsafeBufferPointer { operations in
-                    Result { try operations[raw.operation].encodeOutput(operations[raw.operation].runInstantly(input)) }
+                    Result { try operations[raw.operation].runInstantly(RawJSON(trusted: batch.body[raw.input])) }
                 }
             } else if batch.tasks[index].deferredInput == nil {
                 // Run where it lies: a copy of the work out of the table cost a retain and a
@@ -291,12 +290,14 @@ struct BatchExecution {
             let ended = Ticks.now()
             previousEnd = ended
             let duration = Duration.nanoseconds(ended - started)
-            switch result {
+            switch consume result {
             case .success(let output):
                 succeeded(index, output, duration: duration)
-            case .failure:
+            case .failure(let error):
                 // A synchronous operation cannot see cancellation, so the cause is never asked for.
-                record(TaskExecutor.outcome(of: result), for: index, duration: duration, cancellationCause: { .clientGone })
+                record(
+                    TaskExecutor.outcome(of: .failure(error)), for: index, duration: duration,
+                    cancellationCause: { .clientGone })
             }
         }
     }
@@ -421,7 +422,7 @@ struct BatchExecution {
     }
 
     /// Records task `index`'s output, and makes ready the dependents waiting for nothing else.
-    private mutating func succeeded(_ index: Int, _ output: RawJSON, duration: Duration) {
+    private mutating func succeeded(_ index: Int, _ output: consuming RawJSON, duration: Duration) {
         outputs[index] = output
         resolve(index, .succeeded, duration: duration)
         guard batch.hasDependencies else { return }

@@ -42,7 +42,7 @@ public final class AnyOperation: Sendable {
         } else {
             isSynchronous = false
             prepareInput = { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
-                PreparedTask(.bound(Bound(operation, try operation.decodeInput(json, context: context))))
+                PreparedTask(bound: Bound(operation, try operation.decodeInput(json, context: context)))
             }
         }
     }
@@ -51,15 +51,15 @@ public final class AnyOperation: Sendable {
         _ operation: Wrapped
     ) -> @Sendable (RawJSON, RequestContext) throws(InputError) -> PreparedTask {
         if let raw = operation as? any RawJSONOperation {
-            // Its input needs no box: the task keeps the operation (by value, an empty struct
-            // for `echo`) beside it.
+            // Its input is checked, not decoded (a batch keeps such tasks' inputs in its body;
+            // this is for the rest, such as `POST /ops/echo`).
             return { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
                 try raw.validateInput(json, context: context)
-                return PreparedTask(.rawJSON(raw, json))
+                return .rawJSON(raw, input: json)
             }
         }
         return { (json: RawJSON, context: RequestContext) throws(InputError) -> PreparedTask in
-            PreparedTask(.bound(InstantBound(operation, try operation.decodeInput(json, context: context))))
+            PreparedTask(bound: InstantBound(operation, try operation.decodeInput(json, context: context)))
         }
     }
 
@@ -74,57 +74,35 @@ public final class AnyOperation: Sendable {
 
 /// An operation bound to its validated input, ready to run.
 public struct PreparedTask: Sendable {
-    fileprivate enum Work: Sendable {
-        /// The operation and its decoded input, in a box.
-        case bound(any BoundOperation)
-        /// A ``RawJSONOperation`` beside its input: a batch of ten thousand such tasks makes no
-        /// allocation for them.
-        case rawJSON(any RawJSONOperation, RawJSON)
-    }
+    fileprivate let bound: any BoundOperation
 
-    private let work: Work
-
-    fileprivate init(_ work: Work) {
-        self.work = work
+    fileprivate init(bound: any BoundOperation) {
+        self.bound = bound
     }
 
     /// `operation` with `input`, already validated.
     static func rawJSON(_ operation: any RawJSONOperation, input: RawJSON) -> PreparedTask {
-        PreparedTask(.rawJSON(operation, input))
+        PreparedTask(bound: RawJSONBound(operation, input))
     }
 
     /// Runs the operation and returns its encoded output.
     public func run() async throws -> RawJSON {
-        switch work {
-        case .bound(let bound): try await bound.run()
-        case .rawJSON(let operation, let input): try operation.encodeOutput(operation.runInstantly(input))
-        }
+        try await bound.run()
     }
 
     /// Whether ``runInstantly()`` runs it (its operation is an ``InstantOperation``).
-    var isSynchronous: Bool {
-        switch work {
-        case .bound(let bound): bound.isSynchronous
-        case .rawJSON: true
-        }
-    }
+    var isSynchronous: Bool { bound.isSynchronous }
 
     /// Runs an ``InstantOperation`` synchronously; `nil` for any other operation.
     func runInstantly() -> Result<RawJSON, any Error>? {
-        switch work {
-        case .bound(let bound): bound.runInstantly()
-        case .rawJSON(let operation, let input): Result { try operation.encodeOutput(operation.runInstantly(input)) }
-        }
+        bound.runInstantly()
     }
 
     /// Starts the operation without a task, if it can be (see ``Operation/start(_:deadline:completion:)``).
     func start(
         deadline: ContinuousClock.Instant, completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
     ) -> OperationHandle? {
-        switch work {
-        case .bound(let bound): bound.start(deadline: deadline, completion: completion)
-        case .rawJSON: nil
-        }
+        bound.start(deadline: deadline, completion: completion)
     }
 }
 
@@ -182,6 +160,31 @@ private final class InstantBound<Wrapped: InstantOperation>: BoundOperation {
 
     func runInstantly() -> Result<RawJSON, any Error>? {
         Result { try operation.encodeOutput(operation.runInstantly(input)) }
+    }
+
+    func start(
+        deadline: ContinuousClock.Instant, completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> OperationHandle? { nil }
+}
+
+/// A ``RawJSONOperation`` with its input.
+private final class RawJSONBound: BoundOperation {
+    let operation: any RawJSONOperation
+    let input: RawJSON
+
+    init(_ operation: any RawJSONOperation, _ input: RawJSON) {
+        self.operation = operation
+        self.input = input
+    }
+
+    var isSynchronous: Bool { true }
+
+    func run() async throws -> RawJSON {
+        try operation.runInstantly(input)
+    }
+
+    func runInstantly() -> Result<RawJSON, any Error>? {
+        Result { try operation.runInstantly(input) }
     }
 
     func start(

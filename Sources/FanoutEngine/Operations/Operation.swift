@@ -136,8 +136,9 @@ extension InstantOperation {
 ///
 /// Its input reaches ``InstantOperation/runInstantly(_:)`` exactly as the client wrote it:
 /// the engine keeps only where it lies in the request, and checks it with
-/// ``validateInput(_:context:)`` (``Operation/decodeInput(_:)`` is not called). A batch of ten
-/// thousand such tasks allocates nothing for them.
+/// ``validateInput(_:context:)``. Its output is written as returned. (``Operation/decodeInput(_:)``
+/// and ``Operation/encodeOutput(_:)`` are not called.) A batch of ten thousand such tasks
+/// allocates nothing for them.
 public protocol RawJSONOperation: InstantOperation where Input == RawJSON, Output == RawJSON {
     /// Checks the input before anything runs. The default accepts any JSON value.
     ///
