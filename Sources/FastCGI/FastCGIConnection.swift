@@ -135,6 +135,7 @@ final class FastCGIConnection: @unchecked Sendable {
     }
 
     private func write(_ bytes: [UInt8]) -> Bool {
+        if bytes.count >= Self.recordWriteThreshold { return flush() && writeRecords(bytes) }
         var offset = 0
         while offset < bytes.count {
             let chunk = min(bytes.count - offset, Int(Int32.max))
@@ -145,6 +146,77 @@ final class FastCGIConnection: @unchecked Sendable {
             }
             guard written == chunk else { return false }
             offset += chunk
+        }
+        return true
+    }
+
+    /// From this size on, a body bypasses libfcgi's buffer (see ``writeRecords(_:)``).
+    static let recordWriteThreshold = 32 * 1024
+
+    /// The most a FastCGI record holds.
+    private static let maximumRecordLength = 65_535
+
+    /// Writes `bytes` as FastCGI stdout records of up to 64 KiB, straight to the socket with one
+    /// `writev`: through libfcgi's 8 KiB buffer, the 700 KiB answer of a batch of ten thousand
+    /// tasks took 88 system calls and a copy.
+    ///
+    /// libfcgi's stream must have been flushed first, so that these records follow what it sent;
+    /// its end-of-stream record, written by `Finish_r`, follows them. The socket is blocking
+    /// (accepted without `O_NONBLOCK`), so only a signal makes a write stop short.
+    private func writeRecords(_ bytes: [UInt8]) -> Bool {
+        let descriptor = request.pointee.ipcFd
+        let requestID = UInt16(truncatingIfNeeded: request.pointee.requestId)
+        let recordCount = (bytes.count + Self.maximumRecordLength - 1) / Self.maximumRecordLength
+        var headers = [UInt8](repeating: 0, count: recordCount * 8)
+        for record in 0..<recordCount {
+            let length = min(Self.maximumRecordLength, bytes.count - record * Self.maximumRecordLength)
+            // version 1, FCGI_STDOUT, request id, content length (both big-endian), no padding.
+            headers[record * 8] = UInt8(FCGI_VERSION_1)
+            headers[record * 8 + 1] = UInt8(FCGI_STDOUT)
+            headers[record * 8 + 2] = UInt8(requestID >> 8)
+            headers[record * 8 + 3] = UInt8(requestID & 0xFF)
+            headers[record * 8 + 4] = UInt8(length >> 8)
+            headers[record * 8 + 5] = UInt8(length & 0xFF)
+        }
+        return headers.withUnsafeBytes { headers in
+            bytes.withUnsafeBytes { body in
+                var pieces: [iovec] = []
+                pieces.reserveCapacity(2 * recordCount)
+                for record in 0..<recordCount {
+                    let offset = record * Self.maximumRecordLength
+                    pieces.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: headers.baseAddress! + record * 8), iov_len: 8))
+                    pieces.append(
+                        iovec(
+                            iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress! + offset),
+                            iov_len: min(Self.maximumRecordLength, body.count - offset)))
+                }
+                return Self.writeAll(descriptor, &pieces)
+            }
+        }
+    }
+
+    /// Writes every piece, going on after a short write.
+    private static func writeAll(_ descriptor: Int32, _ pieces: inout [iovec]) -> Bool {
+        var next = 0
+        while next < pieces.count {
+            let written = pieces.withUnsafeMutableBufferPointer { pieces in
+                writev(descriptor, pieces.baseAddress! + next, Int32(min(pieces.count - next, 1024)))  // IOV_MAX
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            var left = written
+            while left > 0 {
+                if left >= pieces[next].iov_len {
+                    left -= pieces[next].iov_len
+                    next += 1
+                } else {
+                    pieces[next].iov_base += left
+                    pieces[next].iov_len -= left
+                    left = 0
+                }
+            }
         }
         return true
     }
