@@ -123,7 +123,7 @@ public final class ServiceMetrics: Sendable {
     /// Counts the one task of a direct operation call (`POST /ops/{name}`).
     func taskFinished(operation: String, status: TaskStatus, duration: Duration) {
         var tally = HotCounters.TaskTally()
-        tally.add(status, duration, bounds: hot.taskBuckets)
+        tally.add(status, nanoseconds: HotCounters.Histogram.nanoseconds(duration), bounds: hot.taskBounds)
         hot.tasksFinished(operation: operation, tally)
     }
 
@@ -147,7 +147,7 @@ public final class ServiceMetrics: Sendable {
                 tally = HotCounters.TaskTally()
                 lastOperation = tasks[index].operation
             }
-            tally.add(result.status(at: index), result.duration(at: index), bounds: hot.taskBuckets)
+            tally.add(result.status(at: index), nanoseconds: result.nanoseconds(at: index), bounds: hot.taskBounds)
         }
         if !tally.isEmpty { hot.tasksFinished(operation: lastOperation, tally) }
     }
@@ -244,12 +244,18 @@ struct ProcessStatistics {
 final class HotCounters: Sendable {
     let requestBuckets: [Duration]
     let taskBuckets: [Duration]
+    /// The same bounds in nanoseconds: comparing `Duration`s went through the standard
+    /// library's 128-bit arithmetic, a few calls per task.
+    let requestBounds: [Int64]
+    let taskBounds: [Int64]
     private let shards: [Shard]
 
     init(requestBuckets: [Duration], taskBuckets: [Duration]) {
         precondition(requestBuckets.count < 17 && taskBuckets.count < 17)
         self.requestBuckets = requestBuckets
         self.taskBuckets = taskBuckets
+        requestBounds = requestBuckets.map(Histogram.nanoseconds)
+        taskBounds = taskBuckets.map(Histogram.nanoseconds)
         shards = (0..<Self.shardCount).map { _ in Shard() }
     }
 
@@ -259,16 +265,21 @@ final class HotCounters: Sendable {
     /// One histogram's observations: per bucket (not cumulative; the last is `+Inf`), sum, count.
     struct Histogram {
         var buckets = InlineArray<17, Int>(repeating: 0)
-        var sum = Duration.zero
+        /// In nanoseconds.
+        var sum: Int64 = 0
         var count = 0
 
-        /// Compares `Duration`s as they are: taking their components divides 128-bit numbers.
-        mutating func observe(_ duration: Duration, bounds: [Duration]) {
+        mutating func observe(nanoseconds: Int64, bounds: [Int64]) {
             var index = 0
-            while index < bounds.count, duration > bounds[index] { index += 1 }
+            while index < bounds.count, nanoseconds > bounds[index] { index += 1 }
             buckets[index] += 1
-            sum += duration
+            sum &+= nanoseconds
             count += 1
+        }
+
+        static func nanoseconds(_ duration: Duration) -> Int64 {
+            let (seconds, attoseconds) = duration.components
+            return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
         }
 
         mutating func add(_ other: Histogram) {
@@ -285,9 +296,9 @@ final class HotCounters: Sendable {
 
         var isEmpty: Bool { statuses == BatchResult.Summary() }
 
-        mutating func add(_ status: TaskStatus, _ duration: Duration, bounds: [Duration]) {
+        mutating func add(_ status: TaskStatus, nanoseconds: Int64, bounds: [Int64]) {
             statuses.add(status)
-            if duration > .zero { durations.observe(duration, bounds: bounds) }
+            if nanoseconds > 0 { durations.observe(nanoseconds: nanoseconds, bounds: bounds) }
         }
     }
 
@@ -295,9 +306,9 @@ final class HotCounters: Sendable {
         var count = 0
         var durations = Histogram()
 
-        mutating func add(_ duration: Duration, bounds: [Duration]) {
+        mutating func add(_ duration: Duration, bounds: [Int64]) {
             count += 1
-            durations.observe(duration, bounds: bounds)
+            durations.observe(nanoseconds: Histogram.nanoseconds(duration), bounds: bounds)
         }
     }
 
@@ -329,7 +340,7 @@ final class HotCounters: Sendable {
         let routeIndex = ServiceMetrics.Route.allCases.firstIndex(of: route)!
         let key = Self.requestKey(routeIndex, method, min(max(status, 0), 999))
         let shard = shard
-        shard.lock.withLockVoid { shard.requests[key, default: RequestCell()].add(duration, bounds: requestBuckets) }
+        shard.lock.withLockVoid { shard.requests[key, default: RequestCell()].add(duration, bounds: requestBounds) }
     }
 
     func tasksFinished(operation: String, _ tally: TaskTally) {
@@ -400,7 +411,7 @@ final class HotCounters: Sendable {
             text += "\(name)_bucket{\(labels),le=\"\(seconds(bound))\"} \(cumulative)\n"
         }
         text += "\(name)_bucket{\(labels),le=\"+Inf\"} \(histogram.count)\n"
-        text += "\(name)_sum{\(labels)} \(seconds(histogram.sum))\n"
+        text += "\(name)_sum{\(labels)} \(seconds(.nanoseconds(histogram.sum)))\n"
         text += "\(name)_count{\(labels)} \(histogram.count)\n"
     }
 

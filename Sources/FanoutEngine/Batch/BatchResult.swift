@@ -19,13 +19,14 @@ public struct BatchResult: Sendable {
     private let outputs: [RawJSON?]
     /// The errors of the tasks that have one, by position.
     private let errors: [Int: TaskError]
-    private let durations: [Duration]
+    /// In nanoseconds.
+    private let durations: [Int64]
     /// How long the batch ran.
     public let duration: Duration
 
     init(
         tasks: [BatchTask], statuses: [TaskStatus], outputs: [RawJSON?], errors: [Int: TaskError],
-        durations: [Duration], duration: Duration
+        durations: [Int64], duration: Duration
     ) {
         self.tasks = tasks
         self.statuses = statuses
@@ -42,7 +43,7 @@ public struct BatchResult: Sendable {
     public subscript(index: Int) -> TaskResult {
         TaskResult(
             id: tasks[index].id, status: statuses[index], output: outputs[index], error: errors[index],
-            duration: durations[index])
+            duration: .nanoseconds(durations[index]))
     }
 
     /// One result per task, in request order.
@@ -52,7 +53,10 @@ public struct BatchResult: Sendable {
     public func status(at index: Int) -> TaskStatus { statuses[index] }
 
     /// How long task `index` ran.
-    public func duration(at index: Int) -> Duration { durations[index] }
+    public func duration(at index: Int) -> Duration { .nanoseconds(durations[index]) }
+
+    /// How long task `index` ran, in nanoseconds.
+    public func nanoseconds(at index: Int) -> Int64 { durations[index] }
 
     /// How many tasks ended with each status.
     public struct Summary: Sendable, Equatable {
@@ -165,7 +169,7 @@ public struct BatchResult: Sendable {
             tasks: batch.tasks, statuses: Array(repeating: .cancelled, count: count),
             outputs: Array(repeating: nil, count: count),
             errors: Dictionary(uniqueKeysWithValues: (0..<count).map { ($0, error) }),
-            durations: Array(repeating: .zero, count: count), duration: .zero)
+            durations: Array(repeating: 0, count: count), duration: .zero)
     }
 
     /// The last line of a streamed batch: `{"status": …, "summary": {…}}`.
@@ -217,7 +221,7 @@ public struct BatchResult: Sendable {
                             error.write(to: &cursor)
                         }
                         cursor.raw(#","duration_ms":"#)
-                        cursor.milliseconds(durations[index])
+                        cursor.milliseconds(nanoseconds: durations[index])
                         cursor.byte(UInt8(ascii: "}"))
                     }
                 }

@@ -171,7 +171,8 @@ struct BatchExecution {
     private var statuses: [TaskStatus]
     private var outputs: [RawJSON?]
     private var errors: [Int: TaskError] = [:]
-    private var durations: [Duration]
+    /// In nanoseconds.
+    private var durations: [Int64]
     private var isResolved: [Bool]
     private var unresolvedDependencies: [Int]
     private var ready: [Int]
@@ -195,7 +196,7 @@ struct BatchExecution {
         let count = batch.tasks.count
         statuses = Array(repeating: .cancelled, count: count)
         outputs = Array(repeating: nil, count: count)
-        durations = Array(repeating: .zero, count: count)
+        durations = Array(repeating: 0, count: count)
         isResolved = Array(repeating: false, count: count)
         if batch.hasDependencies {
             let counts = batch.tasks.map { $0.dependencies.count }
@@ -289,14 +290,13 @@ struct BatchExecution {
             }
             let ended = Ticks.now()
             previousEnd = ended
-            let duration = Duration.nanoseconds(ended - started)
             switch consume result {
             case .success(let output):
-                succeeded(index, output, duration: duration)
+                succeeded(index, output, nanoseconds: ended - started)
             case .failure(let error):
                 // A synchronous operation cannot see cancellation, so the cause is never asked for.
                 record(
-                    TaskExecutor.outcome(of: .failure(error)), for: index, duration: duration,
+                    TaskExecutor.outcome(of: .failure(error)), for: index, duration: .nanoseconds(ended - started),
                     cancellationCause: { .clientGone })
             }
         }
@@ -404,7 +404,7 @@ struct BatchExecution {
     ) {
         switch outcome {
         case .succeeded(let output):
-            succeeded(index, output, duration: duration)
+            succeeded(index, output, nanoseconds: Self.nanoseconds(duration))
         case .failed(let error):
             resolve(index, .failed, error: error, duration: duration)
             if batch.errorPolicy == .stop, stopReason == nil {
@@ -422,9 +422,13 @@ struct BatchExecution {
     }
 
     /// Records task `index`'s output, and makes ready the dependents waiting for nothing else.
-    private mutating func succeeded(_ index: Int, _ output: consuming RawJSON, duration: Duration) {
+    private mutating func succeeded(_ index: Int, _ output: consuming RawJSON, nanoseconds: Int64) {
         outputs[index] = output
-        resolve(index, .succeeded, duration: duration)
+        statuses[index] = .succeeded
+        durations[index] = nanoseconds
+        isResolved[index] = true
+        resolved += 1
+        unreported?.append(index)
         guard batch.hasDependencies else { return }
         for dependent in batch.dependents[index] {
             unresolvedDependencies[dependent] -= 1
@@ -449,7 +453,7 @@ struct BatchExecution {
     private mutating func resolve(_ index: Int, _ status: TaskStatus, error: TaskError? = nil, duration: Duration) {
         statuses[index] = status
         if let error { errors[index] = error }
-        durations[index] = duration
+        durations[index] = Self.nanoseconds(duration)
         isResolved[index] = true
         resolved += 1
         unreported?.append(index)
@@ -462,7 +466,7 @@ struct BatchExecution {
         return indices.map { index in
             TaskResult(
                 id: batch.tasks[index].id, status: statuses[index], output: outputs[index], error: errors[index],
-                duration: durations[index])
+                duration: .nanoseconds(durations[index]))
         }
     }
 
@@ -475,6 +479,11 @@ struct BatchExecution {
         return BatchResult(
             tasks: batch.tasks, statuses: statuses, outputs: outputs, errors: errors, durations: durations,
             duration: duration)
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
     }
 
     private static func batchTimeout(_ timeout: Duration) -> TaskError {

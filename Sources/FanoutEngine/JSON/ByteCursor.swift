@@ -118,7 +118,16 @@ public struct ByteCursor: ~Copyable {
     /// Writes a duration as milliseconds with microsecond precision (three decimals).
     public mutating func milliseconds(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
-        let micros = max(0, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+        writeMilliseconds(micros: seconds &* 1_000_000 &+ attoseconds / 1_000_000_000_000)
+    }
+
+    /// Writes a duration given in nanoseconds as ``milliseconds(_:)`` does.
+    public mutating func milliseconds(nanoseconds: Int64) {
+        writeMilliseconds(micros: nanoseconds / 1000)
+    }
+
+    private mutating func writeMilliseconds(micros: Int64) {
+        let micros = max(0, micros)
         integer(Int(micros / 1000))
         let fraction = Int(micros % 1000)
         let out = reserve(4)
