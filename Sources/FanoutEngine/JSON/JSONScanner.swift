@@ -84,6 +84,35 @@ struct JSONScanner {
     mutating func nextKey(
         first: Bool, otherKey: inout String, match: (UnsafeBufferPointer<UInt8>) -> Int
     ) throws(SyntaxError) -> Int? {
+        // The common case first, in one pass over the buffer: `,"name":` (or `"name":` for the
+        // first key), written plainly, naming a key `match` knows. Anything else (white space,
+        // escapes, the object's end, an unknown key) is left to the full reading below.
+        var after = 0
+        let plain = bytes.withUnsafeBufferPointer { buffer -> Int? in
+            var index = position
+            if !first {
+                guard index < end, buffer[index] == UInt8(ascii: ",") else { return nil }
+                index += 1
+            }
+            guard index < end, buffer[index] == UInt8(ascii: "\"") else { return nil }
+            index += 1
+            let keyStart = index
+            while index < end {
+                let byte = buffer[index]
+                if byte == UInt8(ascii: "\"") { break }
+                if byte < 0x20 || byte >= 0x80 || byte == UInt8(ascii: "\\") { return nil }
+                index += 1
+            }
+            guard index + 1 < end, buffer[index + 1] == UInt8(ascii: ":") else { return nil }
+            let field = match(UnsafeBufferPointer(rebasing: buffer[keyStart..<index]))
+            guard field >= 0 else { return nil }
+            after = index + 2
+            return field
+        }
+        if let plain {
+            position = after
+            return plain
+        }
         skipWhitespace()
         if peekByte() == UInt8(ascii: "}") {
             position += 1
