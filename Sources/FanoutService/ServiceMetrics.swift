@@ -123,7 +123,7 @@ public final class ServiceMetrics: Sendable {
     /// Counts the one task of a direct operation call (`POST /ops/{name}`).
     func taskFinished(operation: String, status: TaskStatus, duration: Duration) {
         var tally = HotCounters.TaskTally()
-        tally.add(status, nanoseconds: HotCounters.Histogram.nanoseconds(duration), bounds: hot.taskBounds)
+        tally.add(status, nanoseconds: duration.wholeNanoseconds, bounds: hot.taskBounds)
         hot.tasksFinished(operation: operation, tally)
     }
 
@@ -254,8 +254,8 @@ final class HotCounters: Sendable {
         precondition(requestBuckets.count < 17 && taskBuckets.count < 17)
         self.requestBuckets = requestBuckets
         self.taskBuckets = taskBuckets
-        requestBounds = requestBuckets.map(Histogram.nanoseconds)
-        taskBounds = taskBuckets.map(Histogram.nanoseconds)
+        requestBounds = requestBuckets.map(\.wholeNanoseconds)
+        taskBounds = taskBuckets.map(\.wholeNanoseconds)
         shards = (0..<Self.shardCount).map { _ in Shard() }
     }
 
@@ -277,10 +277,6 @@ final class HotCounters: Sendable {
             count += 1
         }
 
-        static func nanoseconds(_ duration: Duration) -> Int64 {
-            let (seconds, attoseconds) = duration.components
-            return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
-        }
 
         mutating func add(_ other: Histogram) {
             for index in 0..<17 { buckets[index] += other.buckets[index] }
@@ -308,7 +304,7 @@ final class HotCounters: Sendable {
 
         mutating func add(_ duration: Duration, bounds: [Int64]) {
             count += 1
-            durations.observe(nanoseconds: Histogram.nanoseconds(duration), bounds: bounds)
+            durations.observe(nanoseconds: duration.wholeNanoseconds, bounds: bounds)
         }
     }
 

@@ -404,7 +404,7 @@ struct BatchExecution {
     ) {
         switch outcome {
         case .succeeded(let output):
-            succeeded(index, output, nanoseconds: Self.nanoseconds(duration))
+            succeeded(index, output, nanoseconds: duration.wholeNanoseconds)
         case .failed(let error):
             resolve(index, .failed, error: error, duration: duration)
             if batch.errorPolicy == .stop, stopReason == nil {
@@ -424,11 +424,7 @@ struct BatchExecution {
     /// Records task `index`'s output, and makes ready the dependents waiting for nothing else.
     private mutating func succeeded(_ index: Int, _ output: consuming RawJSON, nanoseconds: Int64) {
         outputs[index] = output
-        statuses[index] = .succeeded
-        durations[index] = nanoseconds
-        isResolved[index] = true
-        resolved += 1
-        unreported?.append(index)
+        resolve(index, .succeeded, nanoseconds: nanoseconds)
         guard batch.hasDependencies else { return }
         for dependent in batch.dependents[index] {
             unresolvedDependencies[dependent] -= 1
@@ -451,9 +447,13 @@ struct BatchExecution {
     }
 
     private mutating func resolve(_ index: Int, _ status: TaskStatus, error: TaskError? = nil, duration: Duration) {
+        resolve(index, status, error: error, nanoseconds: duration.wholeNanoseconds)
+    }
+
+    private mutating func resolve(_ index: Int, _ status: TaskStatus, error: TaskError? = nil, nanoseconds: Int64) {
         statuses[index] = status
         if let error { errors[index] = error }
-        durations[index] = Self.nanoseconds(duration)
+        durations[index] = nanoseconds
         isResolved[index] = true
         resolved += 1
         unreported?.append(index)
@@ -479,11 +479,6 @@ struct BatchExecution {
         return BatchResult(
             tasks: batch.tasks, statuses: statuses, outputs: outputs, errors: errors, durations: durations,
             duration: duration)
-    }
-
-    private static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
     }
 
     private static func batchTimeout(_ timeout: Duration) -> TaskError {

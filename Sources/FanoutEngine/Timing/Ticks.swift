@@ -20,10 +20,19 @@ enum Ticks {
 
     /// The reading `duration` after `start`, saturating far in the future.
     static func after(_ start: Int64, _ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        let (nanoseconds, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        guard !overflow else { return .max }
-        let (sum, overflowed) = start.addingReportingOverflow(nanoseconds + attoseconds / 1_000_000_000)
+        let (sum, overflowed) = start.addingReportingOverflow(duration.wholeNanoseconds)
         return overflowed ? .max : sum
+    }
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, saturating past 292 years: task durations are kept and
+    /// compared as these, since `Duration`'s own arithmetic is 128-bit and not inlined.
+    public var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (nanoseconds, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return seconds < 0 ? .min : .max }
+        let (sum, overflowed) = nanoseconds.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflowed ? (seconds < 0 ? .min : .max) : sum
     }
 }
