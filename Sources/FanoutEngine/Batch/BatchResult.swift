@@ -138,13 +138,10 @@ public struct BatchResult: Sendable {
         tail.raw(#","summary":"#)
         writeSummary(summary, to: &tail)
         tail.raw("}")
-        return writeResults(around: 32, head: { cursor in
-            cursor.raw(#"{"status":""#)
-            switch Self.status(of: summary, total: count) {
-            case .succeeded: cursor.raw(#"succeeded""#)
-            case .failed: cursor.raw(#"failed""#)
-            case .partial: cursor.raw(#"partial""#)
-            }
+        let status = Self.status(of: summary, total: count).rawValue
+        return writeResults(around: 24 + ByteCursor.stringBound(utf8Count: status.utf8.count), head: { cursor in
+            cursor.raw(#"{"status":"#)
+            cursor.string(status)
             cursor.raw(#","results":"#)
         }, tail: tail.bytes)
     }
@@ -189,11 +186,9 @@ public struct BatchResult: Sendable {
     private func writeResults(
         around headBound: Int, head: (inout ByteCursor) -> Void, tail: [UInt8]
     ) -> [UInt8] {
-        // The most each result can take: its envelope, its id escaped, its output, its error.
         var bound = headBound + 2 + tail.count
         for index in tasks.indices {
-            bound += 96 + ByteCursor.stringBound(utf8Count: tasks[index].id.utf8.count)
-            if let output = outputs[index] { bound += output.bytes.count }
+            bound += 1 + Self.resultBound(id: tasks[index].id, output: outputs[index], error: nil)
         }
         for error in errors.values { bound += error.jsonBound }
         return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
@@ -206,23 +201,10 @@ public struct BatchResult: Sendable {
                 outputs.withUnsafeBufferPointer { outputs in
                     for index in tasks.indices {
                         if index > 0 { cursor.byte(UInt8(ascii: ",")) }
-                        cursor.raw(#"{"id":"#)
-                        cursor.string(tasks[index].id)
-                        switch statuses[index] {
-                        case .succeeded:
-                            cursor.raw(#","status":"succeeded","output":"#)
-                            if let output = outputs[index] { cursor.json(output) }
-                        case .failed: cursor.raw(#","status":"failed""#)
-                        case .skipped: cursor.raw(#","status":"skipped""#)
-                        case .cancelled: cursor.raw(#","status":"cancelled""#)
-                        }
-                        if statuses[index] != .succeeded, let error = errors[index] {
-                            cursor.raw(#","error":"#)
-                            error.write(to: &cursor)
-                        }
-                        cursor.raw(#","duration_ms":"#)
-                        cursor.milliseconds(nanoseconds: durations[index])
-                        cursor.byte(UInt8(ascii: "}"))
+                        Self.writeResult(
+                            id: tasks[index].id, status: statuses[index], output: outputs[index],
+                            error: statuses[index] == .succeeded ? nil : errors[index],
+                            nanoseconds: durations[index], to: &cursor)
                     }
                 }
             }
@@ -245,35 +227,45 @@ public struct BatchResult: Sendable {
 
     /// Appends each result's object, one per line (newline-delimited JSON).
     public static func ndjsonLines(_ results: [TaskResult]) -> [UInt8] {
-        var writer = JSONWriter(reservingCapacity: results.count * 96)
-        results.withUnsafeBufferPointer { results in
-            for index in results.indices {
-                write(results[index], to: &writer)
-                writer.raw("\n")
+        var bound = 0
+        for result in results { bound += 1 + resultBound(id: result.id, output: result.output, error: result.error) }
+        return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
+            var cursor = ByteCursor(buffer)
+            for result in results {
+                writeResult(
+                    id: result.id, status: result.status, output: result.output, error: result.error,
+                    nanoseconds: result.duration.wholeNanoseconds, to: &cursor)
+                cursor.byte(UInt8(ascii: "\n"))
             }
+            initialized = cursor.count
         }
-        return writer.bytes
+    }
+
+    /// The most ``writeResult(id:status:output:error:nanoseconds:to:)`` writes.
+    private static func resultBound(id: String, output: RawJSON?, error: TaskError?) -> Int {
+        96 + ByteCursor.stringBound(utf8Count: id.utf8.count) + (output?.bytes.count ?? 0) + (error?.jsonBound ?? 0)
     }
 
     /// Writes one task result object.
-    static func write(_ result: TaskResult, to writer: inout JSONWriter) {
-        writer.raw(#"{"id":"#)
-        writer.string(result.id)
-        switch result.status {
-        case .succeeded: writer.raw(#","status":"succeeded","output":"#)
-        case .failed: writer.raw(#","status":"failed""#)
-        case .skipped: writer.raw(#","status":"skipped""#)
-        case .cancelled: writer.raw(#","status":"cancelled""#)
+    private static func writeResult(
+        id: String, status: TaskStatus, output: RawJSON?, error: TaskError?, nanoseconds: Int64,
+        to cursor: inout ByteCursor
+    ) {
+        cursor.raw(#"{"id":"#)
+        cursor.string(id)
+        switch status {
+        case .succeeded: cursor.raw(#","status":"succeeded","output":"#)
+        case .failed: cursor.raw(#","status":"failed""#)
+        case .skipped: cursor.raw(#","status":"skipped""#)
+        case .cancelled: cursor.raw(#","status":"cancelled""#)
         }
-        if let output = result.output {
-            writer.json(output)
+        if let output { cursor.json(output) }
+        if let error {
+            cursor.raw(#","error":"#)
+            error.write(to: &cursor)
         }
-        if let error = result.error {
-            writer.raw(#","error":"#)
-            error.write(to: &writer)
-        }
-        writer.raw(#","duration_ms":"#)
-        writer.milliseconds(result.duration)
-        writer.raw("}")
+        cursor.raw(#","duration_ms":"#)
+        cursor.milliseconds(nanoseconds: nanoseconds)
+        cursor.byte(UInt8(ascii: "}"))
     }
 }
