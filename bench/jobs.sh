@@ -6,9 +6,11 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$FANOUT_ROOT"
 ensure_packages wrk
-log "building (release)"
-swift build -c release --product fanout
-BINARY="$(swift build -c release --show-bin-path)/fanout"
+# BENCH_CONFIGURATION=debug: the smoke run's build (see bench/run.sh).
+configuration=${BENCH_CONFIGURATION:-release}
+log "building ($configuration)"
+swift build -c "$configuration" --product fanout
+BINARY="$(swift build -c "$configuration" --show-bin-path)/fanout"
 OUTPUT=$FANOUT_ROOT
 seconds=${BENCH_JOBS_SECONDS:-60}
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then OUTPUT=$FANOUT_ROOT/.run/bench-smoke; seconds=${BENCH_JOBS_SECONDS:-5}; fi
