@@ -63,12 +63,15 @@ struct ProbeOperation: Operation {
     }
 }
 
-func makeDecoder(recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits = EngineLimits()) -> BatchDecoder {
+func makeDecoder(
+    recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits = EngineLimits(),
+    splitBytes: Int = BatchDecoder.defaultSplitBytes
+) -> BatchDecoder {
     var registry = OperationRegistry.builtIns(limits: limits)
     registry.register(ProbeOperation(recorder: recorder))
     registry.register(QuitOperation())
     registry.register(StubbornOperation())
-    return BatchDecoder(registry: registry, limits: limits)
+    return BatchDecoder(registry: registry, limits: limits, splitBytes: splitBytes)
 }
 
 func decode(_ json: String, recorder: ProbeRecorder = ProbeRecorder(), limits: EngineLimits = EngineLimits())

@@ -5,12 +5,23 @@
 public struct BatchDecoder: Sendable {
     private let registry: OperationRegistry
     private let limits: EngineLimits
+    private let splitBytes: Int
 
     /// Creates a decoder that resolves operations in `registry` and enforces `limits`.
-    public init(registry: OperationRegistry, limits: EngineLimits) {
+    ///
+    /// - Parameter splitBytes: from how long a `tasks` array (in bytes) its two halves are
+    ///   decoded at once, on two threads; the default is ``defaultSplitBytes``. The result is the
+    ///   same either way (tests decode small batches split to check that).
+    public init(registry: OperationRegistry, limits: EngineLimits, splitBytes: Int = defaultSplitBytes) {
         self.registry = registry
         self.limits = limits
+        self.splitBytes = splitBytes
     }
+
+    /// 64 KiB (about 1,500 small tasks) on a machine with more than one core, where the second
+    /// thread's wake-up, some tens of microseconds, is a small part of what it saves; never on
+    /// one core.
+    public static let defaultSplitBytes = TwoThreads.areAvailable ? 64 * 1024 : .max
 
     /// What a task names of other tasks, by id, until the graph is checked: kept apart from the
     /// task table, since few tasks have any.
@@ -164,16 +175,12 @@ public struct BatchDecoder: Sendable {
         // is 23), up to the limit: from empty, ten thousand tasks grew the array fourteen
         // times, copying what it held each time. Pages of an overestimate are never touched.
         reading.tasks.reserveCapacity(min(limits.maximumTasks, scanner.bytes.count / 24 + 1))
-        var count = 0
         try scanner.beginArray()
-        while try scanner.nextElement(first: count == 0) {
-            // Past the limit, keep checking the syntax but stop collecting tasks.
-            if count < limits.maximumTasks {
-                try decodeTask(&scanner, into: &reading, context: context, issues: &issues)
-            } else {
-                _ = try scanner.skipValue()
-            }
-            count += 1
+        var count: Int
+        if scanner.bytes.count - scanner.position >= splitBytes, let guess = Self.guessSplit(scanner) {
+            count = try decodeInTwo(&scanner, splittingAt: guess, into: &reading, context: context, issues: &issues)
+        } else {
+            count = try decodeElements(&scanner, into: &reading, context: context, issues: &issues).count
         }
         if count == 0 {
             issues.append(ValidationIssue(task: nil, field: "tasks", message: "must contain at least one task"))
@@ -184,6 +191,149 @@ public struct BatchDecoder: Sendable {
                     message: "has \(count) tasks; at most \(limits.maximumTasks) are allowed"))
         }
         return reading
+    }
+
+    /// Decodes the tasks from the scanner's position to the array's end into `reading`.
+    ///
+    /// - Parameters:
+    ///   - atElement: whether the scanner is at an element (after its comma), not before one.
+    ///   - stop: a position where another thread has begun to decode the rest: when an element
+    ///     starts there (right after its comma), decoding stops, with `stopped` true.
+    /// - Returns: how many tasks the array has up to where decoding ended, those of `reading`
+    ///   included.
+    private func decodeElements(
+        _ scanner: inout JSONScanner, into reading: inout Reading, atElement: Bool = false, stop: Int = .max,
+        context: RequestContext, issues: inout [ValidationIssue]
+    ) throws -> (count: Int, stopped: Bool) {
+        var count = reading.tasks.count
+        var atElement = atElement
+        while true {
+            if atElement {
+                atElement = false
+            } else {
+                guard try scanner.nextElement(first: count == 0) else { break }
+                if scanner.position == stop { return (count, true) }
+            }
+            // Past the limit, keep checking the syntax but stop collecting tasks.
+            if count < limits.maximumTasks {
+                try decodeTask(&scanner, into: &reading, context: context, issues: &issues)
+            } else {
+                _ = try scanner.skipValue()
+            }
+            count += 1
+        }
+        return (count, false)
+    }
+
+    /// Where the second half of a long tasks array may start: right after the first comma past
+    /// the middle of the body that has a `}` before it and a `{` after it (white space aside).
+    ///
+    /// Only a guess, found without reading what comes before: the comma may be inside a string.
+    /// The first half's decoding, which does read everything before it, tells.
+    static func guessSplit(_ scanner: JSONScanner) -> Int? {
+        scanner.bytes.withUnsafeBufferPointer { bytes -> Int? in
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+            var index = scanner.position + (bytes.count - scanner.position) / 2
+            while index < bytes.count {
+                guard let comma = bytes[index...].firstIndex(of: UInt8(ascii: ",")) else { return nil }
+                index = comma + 1
+                var before = comma - 1
+                while before > scanner.position, isSpace(bytes[before]) { before -= 1 }
+                guard bytes[before] == UInt8(ascii: "}") else { continue }
+                var after = comma + 1
+                while after < bytes.count, isSpace(bytes[after]) { after += 1 }
+                if after < bytes.count, bytes[after] == UInt8(ascii: "{") { return comma + 1 }
+            }
+            return nil
+        }
+    }
+
+    /// Decodes a long tasks array in two halves at once: from `guess` (see ``guessSplit(_:)``)
+    /// on another thread, and up to it on this one. Leaves `scanner` after the array, and
+    /// returns the number of tasks.
+    ///
+    /// The batch, its issues and its first syntax error are those of decoding it in one piece:
+    /// when no element starts at `guess`, or the batch has more tasks than allowed, this thread
+    /// decodes the rest itself and the other's work is dropped.
+    private func decodeInTwo(
+        _ scanner: inout JSONScanner, splittingAt guess: Int, into reading: inout Reading, context: RequestContext,
+        issues: inout [ValidationIssue]
+    ) throws -> Int {
+        // The second half reads its own copy of the body: both threads retaining and releasing
+        // one array's reference count, once or more per task, made each half slower than the
+        // whole batch had been on one thread.
+        var secondScanner = scanner.withCopiedBytes(startingAt: guess)
+        var second = Reading()
+        second.tasks.reserveCapacity(min(limits.maximumTasks, (scanner.bytes.count - guess) / 24 + 1))
+        var secondIssues: [ValidationIssue] = []
+        // Each half writes only its own variables (see `TwoThreads`).
+        var first: Result<(count: Int, stopped: Bool), any Error> = .success((0, false))
+        var secondCount: Result<Int, any Error> = .success(0)
+        TwoThreads.run {
+            first = Result {
+                try decodeElements(&scanner, into: &reading, stop: guess, context: context, issues: &issues)
+            }
+        } and: {
+            secondCount = Result {
+                try decodeElements(
+                    &secondScanner, into: &second, atElement: true, context: context, issues: &secondIssues
+                ).count
+            }
+        }
+        let (count, stopped) = try first.get()
+        guard stopped else { return count }  // a wrong guess: this thread has read everything
+        let total = count + (try secondCount.get())
+        guard total <= limits.maximumTasks else {
+            // Too many tasks: which are kept and which reported is decided in order.
+            return try decodeElements(&scanner, into: &reading, atElement: true, context: context, issues: &issues)
+                .count
+        }
+        join(second, issues: secondIssues, after: count, to: &reading, issues: &issues)
+        scanner.resume(after: secondScanner)
+        return total
+    }
+
+    /// Appends the second half of a batch decoded in two, whose tasks it numbered from 0, to the
+    /// first, of `offset` tasks.
+    private func join(
+        _ second: Reading, issues secondIssues: [ValidationIssue], after offset: Int, to first: inout Reading,
+        issues: inout [ValidationIssue]
+    ) {
+        // Each half numbered the raw-JSON operations it met in its own order: the second's,
+        // where they differ, are renumbered in the first's.
+        var slots: [Int] = []
+        for operation in second.operations {
+            let index = first.operations.firstIndex { $0 === operation } ?? first.operations.count
+            if index == first.operations.count { first.operations.append(operation) }
+            guard let raw = operation.rawJSONOperation else { continue }
+            let slot = first.operations[..<index].filter { $0.rawJSONOperation != nil }.count
+            if slot == first.rawJSONOperations.count { first.rawJSONOperations.append(raw) }
+            slots.append(slot)
+        }
+        if slots.indices.elementsEqual(slots) {
+            first.tasks.append(contentsOf: second.tasks)
+        } else {
+            var tasks = second.tasks
+            for index in tasks.indices {
+                guard let raw = tasks[index].rawWork else { continue }
+                tasks[index].rawWork = BatchTask.RawWork(operation: slots[raw.operation], input: raw.input)
+            }
+            first.tasks.append(contentsOf: tasks)
+        }
+        for var links in second.links {
+            links.index += offset
+            first.links.append(links)
+        }
+        first.hasWaitingTasks = first.hasWaitingTasks || second.hasWaitingTasks
+        first.runsAtOnce = first.runsAtOnce && second.runsAtOnce
+        // Issues name a task without a valid id by its position, once as `tasks[i]`.
+        for var issue in secondIssues {
+            if case .index(let index) = issue.task {
+                issue.task = .index(index + offset)
+                if issue.field == "tasks[\(index)]" { issue.field = "tasks[\(index + offset)]" }
+            }
+            issues.append(issue)
+        }
     }
 
     /// Which task field a key names, from its raw bytes: 0 `id`, 1 `op`, 2 `input`,

@@ -16,7 +16,7 @@ struct JSONScanner {
         var message: String
     }
 
-    let bytes: [UInt8]
+    private(set) var bytes: [UInt8]
     private(set) var position: Int
     private let end: Int
     private let maximumDepth: Int
@@ -27,6 +27,21 @@ struct JSONScanner {
         self.position = 0
         self.end = bytes.count
         self.maximumDepth = maximumDepth
+    }
+
+    /// The same scanner (at the same depth) over a copy of its bytes, moved to `position`: for
+    /// a second thread to read part of the bytes on its own.
+    func withCopiedBytes(startingAt position: Int) -> JSONScanner {
+        var copy = self
+        copy.bytes = bytes.withUnsafeBufferPointer { Array($0) }
+        copy.position = position
+        return copy
+    }
+
+    /// Goes on from where `other`, a scanner over the same bytes, has got to.
+    mutating func resume(after other: JSONScanner) {
+        position = other.position
+        depth = other.depth
     }
 
     /// A scanner that starts at `position` (the start of a value) inside `bytes`.

@@ -15,7 +15,8 @@ let client: UpstreamClient = {
     return UpstreamClient(upstreams: [api, readOnly])
 }()
 
-let decoder: BatchDecoder = {
+/// `splitBytes`: 1 decodes every tasks array of two or more tasks in two halves at once.
+func makeDecoder(splitBytes: Int) -> BatchDecoder {
     var registry = OperationRegistry()
     registry.register(EchoOperation())
     registry.register(SleepOperation(maximumMilliseconds: 60_000))
@@ -24,13 +25,29 @@ let decoder: BatchDecoder = {
     registry.register(HTTPOperation(client: client))
     var limits = EngineLimits()
     limits.maximumTasks = 1_000
-    return BatchDecoder(registry: registry, limits: limits)
-}()
+    return BatchDecoder(registry: registry, limits: limits, splitBytes: splitBytes)
+}
+
+let decoder = makeDecoder(splitBytes: .max)
+let splitDecoder = makeDecoder(splitBytes: 1)
 
 let context = RequestContext(requestID: "fuzz", headers: ["authorization": "Bearer fuzz"])
 
 fuzzMain { start, count in
     let body = FuzzInput(start, count).bytes
+    // Decoded in two halves, the same batch or the same problems as in one piece.
+    let whole = Result { () throws(BatchValidationError) in try decoder.decode(body, context: context) }
+    let split = Result { () throws(BatchValidationError) in try splitDecoder.decode(body, context: context) }
+    switch (whole, split) {
+    case (.success(let one), .success(let two)):
+        require(one.tasks.map(\.id) == two.tasks.map(\.id), "split decoding changed the ids")
+        require(one.tasks.map(\.operation) == two.tasks.map(\.operation), "split decoding changed the operations")
+        require(one.tasks.map(\.dependencies) == two.tasks.map(\.dependencies), "split decoding changed the graph")
+    case (.failure(let one), .failure(let two)):
+        require(one == two, "split decoding reported other problems: \(one.issues) against \(two.issues)")
+    default:
+        require(false, "only one of the two decodings accepted the batch")
+    }
     do throws(BatchValidationError) {
         let batch = try decoder.decode(body, context: context)
         require(!batch.tasks.isEmpty && batch.tasks.count <= 1_000, "\(batch.tasks.count) tasks accepted")
