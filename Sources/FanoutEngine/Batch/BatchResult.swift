@@ -16,7 +16,7 @@ public struct BatchResult: Sendable {
     /// than as an array of ``TaskResult``s, which cost each task a result built, copied into
     /// place and destroyed, with a retain and release of everything in it at every step.
     private let statuses: [TaskStatus]
-    private let outputs: [RawJSON?]
+    private let outputs: TaskOutputs
     /// The errors of the tasks that have one, by position.
     private let errors: [Int: TaskError]
     /// In nanoseconds.
@@ -25,7 +25,7 @@ public struct BatchResult: Sendable {
     public let duration: Duration
 
     init(
-        tasks: [BatchTask], statuses: [TaskStatus], outputs: [RawJSON?], errors: [Int: TaskError],
+        tasks: [BatchTask], statuses: [TaskStatus], outputs: TaskOutputs, errors: [Int: TaskError],
         durations: [Int64], duration: Duration
     ) {
         self.tasks = tasks
@@ -164,7 +164,7 @@ public struct BatchResult: Sendable {
         let count = batch.tasks.count
         return BatchResult(
             tasks: batch.tasks, statuses: Array(repeating: .cancelled, count: count),
-            outputs: Array(repeating: nil, count: count),
+            outputs: TaskOutputs(count: count, body: []),
             errors: Dictionary(uniqueKeysWithValues: (0..<count).map { ($0, error) }),
             durations: Array(repeating: 0, count: count), duration: .zero)
     }
@@ -188,7 +188,7 @@ public struct BatchResult: Sendable {
     ) -> [UInt8] {
         var bound = headBound + 2 + tail.count
         for index in tasks.indices {
-            bound += 1 + Self.resultBound(id: tasks[index].id, output: outputs[index], error: nil)
+            bound += 1 + Self.resultBound(idUTF8Count: tasks[index].id.utf8.count, outputCount: outputs.byteCount(at: index))
         }
         for error in errors.values { bound += error.jsonBound }
         return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
@@ -198,13 +198,14 @@ public struct BatchResult: Sendable {
             // In place, through the arrays' buffers: a task or output copied out to be written
             // cost a retain and release of what it holds.
             tasks.withUnsafeBufferPointer { tasks in
-                outputs.withUnsafeBufferPointer { outputs in
+                outputs.withBytes { outputs in
                     for index in tasks.indices {
                         if index > 0 { cursor.byte(UInt8(ascii: ",")) }
+                        let status = statuses[index]
                         Self.writeResult(
-                            id: tasks[index].id, status: statuses[index], output: outputs[index],
-                            error: statuses[index] == .succeeded ? nil : errors[index],
-                            nanoseconds: durations[index], to: &cursor)
+                            id: tasks[index].id, status: status, error: status == .succeeded ? nil : errors[index],
+                            nanoseconds: durations[index], to: &cursor
+                        ) { outputs.write(index, to: &$0) }
                     }
                 }
             }
@@ -233,23 +234,30 @@ public struct BatchResult: Sendable {
             var cursor = ByteCursor(buffer)
             for result in results {
                 writeResult(
-                    id: result.id, status: result.status, output: result.output, error: result.error,
-                    nanoseconds: result.duration.wholeNanoseconds, to: &cursor)
+                    id: result.id, status: result.status, error: result.error,
+                    nanoseconds: result.duration.wholeNanoseconds, to: &cursor
+                ) { if let output = result.output { $0.json(output) } }
                 cursor.byte(UInt8(ascii: "\n"))
             }
             initialized = cursor.count
         }
     }
 
-    /// The most ``writeResult(id:status:output:error:nanoseconds:to:)`` writes.
+    /// The most ``writeResult(id:status:error:nanoseconds:to:output:)`` writes.
     private static func resultBound(id: String, output: RawJSON?, error: TaskError?) -> Int {
-        96 + ByteCursor.stringBound(utf8Count: id.utf8.count) + (output?.bytes.count ?? 0) + (error?.jsonBound ?? 0)
+        resultBound(idUTF8Count: id.utf8.count, outputCount: output?.bytes.count ?? 0) + (error?.jsonBound ?? 0)
     }
 
-    /// Writes one task result object.
+    /// The same, without the error.
+    private static func resultBound(idUTF8Count: Int, outputCount: Int) -> Int {
+        96 + ByteCursor.stringBound(utf8Count: idUTF8Count) + outputCount
+    }
+
+    /// Writes one task result object; `output` writes the output, if there is one.
+    @inline(__always)
     private static func writeResult(
-        id: String, status: TaskStatus, output: RawJSON?, error: TaskError?, nanoseconds: Int64,
-        to cursor: inout ByteCursor
+        id: String, status: TaskStatus, error: TaskError?, nanoseconds: Int64, to cursor: inout ByteCursor,
+        output: (inout ByteCursor) -> Void
     ) {
         cursor.raw(#"{"id":"#)
         cursor.string(id)
@@ -259,7 +267,7 @@ public struct BatchResult: Sendable {
         case .skipped: cursor.raw(#","status":"skipped""#)
         case .cancelled: cursor.raw(#","status":"cancelled""#)
         }
-        if let output { cursor.json(output) }
+        output(&cursor)
         if let error {
             cursor.raw(#","error":"#)
             error.write(to: &cursor)

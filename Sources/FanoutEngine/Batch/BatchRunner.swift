@@ -169,7 +169,7 @@ struct BatchExecution {
     /// Each task's result, by field (see ``BatchResult``); a slot is meaningful once
     /// `isResolved` says so.
     private var statuses: [TaskStatus]
-    private var outputs: [RawJSON?]
+    private var outputs: TaskOutputs
     private var errors: [Int: TaskError] = [:]
     /// In nanoseconds.
     private var durations: [Int64]
@@ -195,7 +195,7 @@ struct BatchExecution {
         deadline = start + batch.timeout
         let count = batch.tasks.count
         statuses = Array(repeating: .cancelled, count: count)
-        outputs = Array(repeating: nil, count: count)
+        outputs = TaskOutputs(count: count, body: batch.body)
         durations = Array(repeating: 0, count: count)
         isResolved = Array(repeating: false, count: count)
         if batch.hasDependencies {
