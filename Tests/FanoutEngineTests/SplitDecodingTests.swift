@@ -133,14 +133,19 @@ struct SplitDecodingTests {
         try await Self.expectSame(Self.body(200, extra: #", "concurrency": }"#) { #"{"id":"t\#($0)","op":"echo"}"# })
     }
 
-    @Test("past the task limit, the same tasks are kept and the same count reported")
-    func overTheLimit() async throws {
+    @Test("past the task limit, the same tasks are kept and the same count reported", arguments: [150, 50])
+    func overTheLimit(limit: Int) async throws {
+        // With 50, the first half alone is past the limit.
         var limits = EngineLimits()
-        limits.maximumTasks = 150
+        limits.maximumTasks = limit
         let json = Self.body(200) { index in
-            index == 160 ? #"{"op":"echo"}"# : #"{"id":"t\#(index)","op":"echo"}"#
+            index == 160 || index == 30 ? #"{"op":"echo"}"# : #"{"id":"t\#(index)","op":"echo"}"#
         }
         try await Self.expectSame(json, limits: limits)
+        let error = try #require(throws: BatchValidationError.self) {
+            try makeDecoder(limits: limits, splitBytes: 1).decode(Array(json.utf8))
+        }
+        #expect(error.issues.contains { $0.field == "tasks" && $0.message.contains("has 200 tasks") })
     }
 
     @Test("a guess inside a string is found out, and the batch read in one piece")

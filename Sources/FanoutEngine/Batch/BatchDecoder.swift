@@ -176,7 +176,7 @@ public struct BatchDecoder: Sendable {
         // times, copying what it held each time. Pages of an overestimate are never touched.
         reading.tasks.reserveCapacity(min(limits.maximumTasks, scanner.bytes.count / 24 + 1))
         try scanner.beginArray()
-        var count: Int
+        let count: Int
         if scanner.bytes.count - scanner.position >= splitBytes, let guess = Self.guessSplit(scanner) {
             count = try decodeInTwo(&scanner, splittingAt: guess, into: &reading, context: context, issues: &issues)
         } else {
@@ -197,15 +197,16 @@ public struct BatchDecoder: Sendable {
     ///
     /// - Parameters:
     ///   - atElement: whether the scanner is at an element (after its comma), not before one.
+    ///   - counted: how many elements came before (`reading` holds them, up to the task limit).
     ///   - stop: a position where another thread has begun to decode the rest: when an element
     ///     starts there (right after its comma), decoding stops, with `stopped` true.
-    /// - Returns: how many tasks the array has up to where decoding ended, those of `reading`
-    ///   included.
+    /// - Returns: how many elements the array has up to where decoding ended, those counted
+    ///   before included.
     private func decodeElements(
-        _ scanner: inout JSONScanner, into reading: inout Reading, atElement: Bool = false, stop: Int = .max,
-        context: RequestContext, issues: inout [ValidationIssue]
+        _ scanner: inout JSONScanner, into reading: inout Reading, atElement: Bool = false, counted: Int = 0,
+        stop: Int = .max, context: RequestContext, issues: inout [ValidationIssue]
     ) throws -> (count: Int, stopped: Bool) {
-        var count = reading.tasks.count
+        var count = counted
         var atElement = atElement
         while true {
             if atElement {
@@ -285,8 +286,9 @@ public struct BatchDecoder: Sendable {
         let total = count + (try secondCount.get())
         guard total <= limits.maximumTasks else {
             // Too many tasks: which are kept and which reported is decided in order.
-            return try decodeElements(&scanner, into: &reading, atElement: true, context: context, issues: &issues)
-                .count
+            return try decodeElements(
+                &scanner, into: &reading, atElement: true, counted: count, context: context, issues: &issues
+            ).count
         }
         join(second, issues: secondIssues, after: count, to: &reading, issues: &issues)
         scanner.resume(after: secondScanner)
