@@ -16,7 +16,7 @@ struct JSONScanner {
         var message: String
     }
 
-    private(set) var bytes: [UInt8]
+    let bytes: [UInt8]
     private(set) var position: Int
     private let end: Int
     private let maximumDepth: Int
@@ -32,9 +32,9 @@ struct JSONScanner {
     /// The same scanner (at the same depth) over a copy of its bytes, moved to `position`: for
     /// a second thread to read part of the bytes on its own.
     func withCopiedBytes(startingAt position: Int) -> JSONScanner {
-        var copy = self
-        copy.bytes = bytes.withUnsafeBufferPointer { Array($0) }
-        copy.position = position
+        var copy = JSONScanner(
+            bytes: bytes.withUnsafeBufferPointer { Array($0) }, startingAt: position, maximumDepth: maximumDepth)
+        copy.depth = depth
         return copy
     }
 
