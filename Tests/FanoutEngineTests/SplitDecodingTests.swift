@@ -73,17 +73,26 @@ struct SplitDecodingTests {
 
     @Test("operations first met in a different order in each half")
     func operationsInEachHalf() async throws {
-        // The first half has only `hash`; the second has `echo` before `hash`, so its raw-JSON
-        // operation numbers must be renumbered.
+        // Two raw-JSON operations: the first half meets `echo` and `hash`, then `wrap`; the second
+        // meets `wrap` before `echo`, so its raw-JSON operation numbers are the other way round and
+        // must be renumbered when the halves are joined.
         let json = Self.body(400) { index in
-            index < 200 || index % 3 != 0
-                ? #"{"id":"h\#(index)","op":"hash","input":{"algorithm":"sha256","data":"\#(index)"}}"#
-                : #"{"id":"e\#(index)","op":"echo","input":[\#(index)]}"#
+            switch index {
+            case ..<100 where index % 2 == 0: #"{"id":"e\#(index)","op":"echo","input":[\#(index)]}"#
+            case ..<100: #"{"id":"h\#(index)","op":"hash","input":{"algorithm":"sha256","data":"\#(index)"}}"#
+            case ..<300: #"{"id":"w\#(index)","op":"wrap","input":[\#(index)]}"#
+            default: #"{"id":"e\#(index)","op":"echo","input":[\#(index)]}"#
+            }
         }
-        #expect(try Self.guess(json)?.isElement == true)
+        // The second half starts among the `wrap` tasks.
+        let guess = try #require(try Self.guess(json))
+        #expect(guess.isElement)
+        #expect(json.utf8.dropFirst(guess.position).starts(with: #" {"id":"w"#.utf8))
         let result = try #require(try await Self.expectSame(json))
-        #expect(result[201].output?.description == "[201]" || result[201].id == "h201")
-        #expect(result[204].output?.description == "[204]")
+        #expect(result[0].output?.description == "[0]")
+        #expect(result[1].status == .succeeded && result[1].id == "h1")
+        #expect(result[250].output?.description == #"{"wrapped":true}"#)
+        #expect(result[350].output?.description == "[350]")
     }
 
     @Test("dependencies and references across the halves")

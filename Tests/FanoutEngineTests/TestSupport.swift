@@ -71,6 +71,7 @@ func makeDecoder(
     registry.register(ProbeOperation(recorder: recorder))
     registry.register(QuitOperation())
     registry.register(StubbornOperation())
+    registry.register(WrapOperation())
     return BatchDecoder(registry: registry, limits: limits, splitBytes: splitBytes)
 }
 
@@ -97,6 +98,15 @@ extension Duration {
         let (seconds, attoseconds) = components
         return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
+}
+
+/// `wrap`: a second raw-JSON operation beside `echo`, answering `{"wrapped": true}`.
+struct WrapOperation: RawJSONOperation {
+    let name = "wrap"
+    let summary = "Test operation."
+    let inputSchema: RawJSON = "{}"
+
+    func runInstantly(_ input: RawJSON) -> RawJSON { #"{"wrapped":true}"# }
 }
 
 /// `quit`: throws `CancellationError` by itself, though nobody cancelled it.
