@@ -6,8 +6,9 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$FANOUT_ROOT"
 ensure_packages wrk
-# BENCH_CONFIGURATION=debug: the smoke run's build (see bench/run.sh).
-configuration=${BENCH_CONFIGURATION:-release}
+# The smoke run takes the debug build the tests have made, as bench/run.sh does.
+configuration=release
+[ "${BENCH_SMOKE:-0}" = 1 ] && configuration=debug
 log "building ($configuration)"
 swift build -c "$configuration" --product fanout
 BINARY="$(swift build -c "$configuration" --show-bin-path)/fanout"

@@ -23,4 +23,4 @@ OUTPUT=$FANOUT_ROOT
 [ "${BENCH_SMOKE:-0}" = 1 ] && OUTPUT=$FANOUT_ROOT/.run/bench-smoke
 python3 bench/bench.py "$BINARY" "$FANOUT_ROOT/.run/fcgi-floor" "$OUTPUT"
 # The job path last: its section goes into the BENCHMARKS.md written above.
-BENCH_CONFIGURATION=$configuration bash bench/jobs.sh
+bash bench/jobs.sh

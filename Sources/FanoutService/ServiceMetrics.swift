@@ -277,7 +277,6 @@ final class HotCounters: Sendable {
             count += 1
         }
 
-
         mutating func add(_ other: Histogram) {
             for index in 0..<17 { buckets[index] += other.buckets[index] }
             sum += other.sum
