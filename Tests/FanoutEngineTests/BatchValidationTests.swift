@@ -117,12 +117,12 @@ struct BatchValidationTests {
     @Test("field names written with escapes are the same fields")
     func acceptsEscapedFieldNames() throws {
         let batch = try decode(#"{"tasks": [{"i\u0064": "a", "\u006fp": "sleep", "input": {"ms": 1}}]}"#)
-        #expect(batch.tasks[0].id == "a")
+        #expect(batch.ids[0] == "a")
     }
 
     @Test("an id is counted in characters, and escapes are decoded")
     func decodesIds() throws {
         let batch = try decode(#"{"tasks": [{"id": "caf\u00e9 \"x\" 😀", "op": "echo"}]}"#)
-        #expect(batch.tasks[0].id == "café \"x\" 😀")
+        #expect(batch.ids[0] == "café \"x\" 😀")
     }
 }

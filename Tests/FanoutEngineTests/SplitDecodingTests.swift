@@ -40,7 +40,7 @@ struct SplitDecodingTests {
             #expect(wholeError as? BatchValidationError == splitError as? BatchValidationError)
             return nil
         case (.success(let wholeBatch), .success(let splitBatch)):
-            #expect(wholeBatch.tasks.map(\.id) == splitBatch.tasks.map(\.id))
+            #expect(wholeBatch.ids.map { Array($0.utf8) } == splitBatch.ids.map { Array($0.utf8) })
             #expect(wholeBatch.tasks.map(\.operation) == splitBatch.tasks.map(\.operation))
             #expect(wholeBatch.tasks.map(\.dependencies) == splitBatch.tasks.map(\.dependencies))
             #expect(wholeBatch.runsAtOnce == splitBatch.runsAtOnce)
@@ -69,6 +69,21 @@ struct SplitDecodingTests {
             #expect(result.count == 1000)
             #expect(result[999].output?.description == #"{"n":999}"#)
         }
+    }
+
+    @Test("ids with escapes in both halves, and a dependency on one across them")
+    func escapedIds() async throws {
+        // Every seventh id has an escape, so each half decodes some into its own buffer, which
+        // the join appends to the first's.
+        let json = Self.body(300) { index in
+            let id = index % 7 == 0 ? #"e\u0073c-\#(index)"# : "plain-\(index)"
+            let dependsOn = index == 290 ? #","depends_on":["esc-\u0037"]"# : ""
+            return #"{"id":"\#(id)","op":"echo","input":\#(index)\#(dependsOn)}"#
+        }
+        let result = try #require(try await Self.expectSame(json))
+        #expect(result.results.map(\.id) == (0..<300).map { $0 % 7 == 0 ? "esc-\($0)" : "plain-\($0)" })
+        let batch = try makeDecoder(splitBytes: 1).decode(Array(json.utf8))
+        #expect(batch.tasks[290].dependencies == [7])
     }
 
     @Test("operations first met in a different order in each half")

@@ -2,6 +2,8 @@
 public struct Batch: Sendable {
     /// The tasks, in request order.
     public let tasks: [BatchTask]
+    /// Their ids, by position.
+    public let ids: TaskIDs
     /// The request body, where the inputs of ``RawJSONOperation`` tasks lie.
     let body: [UInt8]
     /// The ``RawJSONOperation``s of those tasks (see ``BatchTask/RawWork``).
@@ -30,10 +32,11 @@ public struct Batch: Sendable {
     ///   The decoder knows these of every task as it reads it: asking the tasks again here cost a
     ///   pass that copied each task's work.
     init(
-        tasks: [BatchTask], body: [UInt8], rawJSONOperations: [any RawJSONOperation], hasDependencies: Bool,
+        tasks: [BatchTask], ids: TaskIDs, body: [UInt8], rawJSONOperations: [any RawJSONOperation], hasDependencies: Bool,
         hasWaitingTasks: Bool, runsAtOnce: Bool, concurrency: Int, timeout: Duration, errorPolicy: ErrorPolicy
     ) {
         self.tasks = tasks
+        self.ids = ids
         self.body = body
         self.rawJSONOperations = rawJSONOperations
         self.hasDependencies = hasDependencies
@@ -60,8 +63,6 @@ public struct Batch: Sendable {
 
 /// One validated task of a ``Batch``.
 public struct BatchTask: Sendable {
-    /// The client's id for the task.
-    public internal(set) var id: String
     /// The operation's name (the registry's copy of it: tasks of one operation share it).
     public internal(set) var operation: String
     /// The operation's work, bound to its decoded input; `nil` for a ``RawJSONOperation`` (see
@@ -101,8 +102,7 @@ public struct BatchTask: Sendable {
         var input: Range<Int> { Int(start)..<Int(end) }
     }
 
-    init(id: String, operation: String) {
-        self.id = id
+    init(operation: String) {
         self.operation = operation
     }
 }

@@ -38,6 +38,7 @@ public struct BatchDecoder: Sendable {
     /// The task table as it is read, and what is needed to finish it.
     private struct Reading {
         var tasks: [BatchTask] = []
+        var ids: TaskIDs
         var links: [Links] = []
         var hasWaitingTasks = false
         var runsAtOnce = true
@@ -53,7 +54,13 @@ public struct BatchDecoder: Sendable {
 
         /// How an issue names task `index`: by id once it has a valid one.
         func reference(_ index: Int) -> ValidationIssue.TaskReference {
-            tasks[index].id.isEmpty ? .index(index) : .id(tasks[index].id)
+            ids.hasID(at: index) ? .id(ids[index]) : .index(index)
+        }
+
+        init(body: [UInt8], capacity: Int) {
+            ids = TaskIDs(body: body)
+            tasks.reserveCapacity(capacity)
+            ids.reserveCapacity(capacity)
         }
     }
 
@@ -154,7 +161,7 @@ public struct BatchDecoder: Sendable {
         guard issues.isEmpty else { throw BatchValidationError(issues: issues, isMalformed: false) }
         // Every entry of `links` names at least one task, which a valid batch has resolved.
         return Batch(
-            tasks: reading.tasks, body: scanner.bytes, rawJSONOperations: reading.rawJSONOperations,
+            tasks: reading.tasks, ids: reading.ids, body: scanner.bytes, rawJSONOperations: reading.rawJSONOperations,
             hasDependencies: !reading.links.isEmpty, hasWaitingTasks: reading.hasWaitingTasks,
             runsAtOnce: reading.runsAtOnce, concurrency: concurrency, timeout: .milliseconds(timeoutMilliseconds),
             errorPolicy: errorPolicy)
@@ -170,11 +177,10 @@ public struct BatchDecoder: Sendable {
             _ = try scanner.skipValue()
             return nil
         }
-        var reading = Reading()
         // Room for as many tasks as the body could hold at about 24 bytes each (the shortest task
         // is 23), up to the limit: from empty, ten thousand tasks grew the array fourteen
         // times, copying what it held each time. Pages of an overestimate are never touched.
-        reading.tasks.reserveCapacity(min(limits.maximumTasks, scanner.bytes.count / 24 + 1))
+        var reading = Reading(body: scanner.bytes, capacity: min(limits.maximumTasks, scanner.bytes.count / 24 + 1))
         try scanner.beginArray()
         let count: Int
         if scanner.bytes.count - scanner.position >= splitBytes, let guess = Self.guessSplit(scanner) {
@@ -264,8 +270,8 @@ public struct BatchDecoder: Sendable {
         // one array's reference count, once or more per task, made each half slower than the
         // whole batch had been on one thread.
         var secondScanner = scanner.withCopiedBytes(startingAt: guess)
-        var second = Reading()
-        second.tasks.reserveCapacity(min(limits.maximumTasks, (scanner.bytes.count - guess) / 24 + 1))
+        var second = Reading(
+            body: secondScanner.bytes, capacity: min(limits.maximumTasks, (scanner.bytes.count - guess) / 24 + 1))
         var secondIssues: [ValidationIssue] = []
         // Each half writes only its own variables (see `TwoThreads`).
         var first: Result<(count: Int, stopped: Bool), any Error> = .success((0, false))
@@ -322,6 +328,7 @@ public struct BatchDecoder: Sendable {
             }
             first.tasks.append(contentsOf: tasks)
         }
+        first.ids.append(contentsOf: second.ids)
         for var links in second.links {
             links.index += offset
             first.links.append(links)
@@ -374,7 +381,8 @@ public struct BatchDecoder: Sendable {
         let index = reading.tasks.count
         // Written into the table at once, and filled in there: a task built aside and then
         // appended was copied, every reference it holds retained and released once more.
-        reading.tasks.append(BatchTask(id: "", operation: ""))
+        reading.tasks.append(BatchTask(operation: ""))
+        reading.ids.appendNone()
         guard try scanner.peekKind() == .object else {
             issues.append(ValidationIssue(task: .index(index), field: "tasks[\(index)]", message: "must be an object"))
             _ = try scanner.skipValue()
@@ -417,14 +425,18 @@ public struct BatchDecoder: Sendable {
                     _ = try scanner.skipValue()
                     continue
                 }
-                let id = try scanner.readString()
+                let (content, decoded) = try scanner.readStringInPlace()
                 // Scalars are never more than UTF-8 bytes: count them only for a long id.
-                let bytes = id.utf8.count
-                let length = bytes <= limits.maximumIdLength ? bytes : id.unicodeScalars.count
+                let bytes = decoded?.utf8.count ?? content.count
+                let length =
+                    bytes <= limits.maximumIdLength
+                    ? bytes : decoded?.unicodeScalars.count ?? Self.scalarCount(scanner.bytes, content)
                 if length == 0 || length > limits.maximumIdLength {
                     fieldIssues.append((key, "must be 1 to \(limits.maximumIdLength) characters long"))
+                } else if let decoded {
+                    reading.ids.setID(at: index, decoded: decoded)
                 } else {
-                    reading.tasks[index].id = id
+                    reading.ids.setID(at: index, inBody: content)
                 }
             case 1:  // op
                 guard try scanner.peekKind() == .string else {
@@ -500,6 +512,12 @@ public struct BatchDecoder: Sendable {
         for (field, message) in fieldIssues {
             issues.append(ValidationIssue(task: reference, field: field, message: message))
         }
+    }
+
+    /// How many Unicode scalars the valid UTF-8 at `range` of `bytes` holds: its bytes that do
+    /// not continue a sequence.
+    private static func scalarCount(_ bytes: [UInt8], _ range: Range<Int>) -> Int {
+        bytes[range].reduce(0) { count, byte in byte & 0xC0 == 0x80 ? count : count + 1 }
     }
 
     /// The operation called `name`, noted in `reading`; `nil` when there is none.
@@ -591,33 +609,25 @@ public struct BatchDecoder: Sendable {
 
     // MARK: Graph
 
-    /// Reports every id used by more than one task, naming the later ones; returns the position
-    /// of each id (its first task's).
-    private func reportDuplicateIds(_ tasks: [BatchTask], issues: inout [ValidationIssue]) -> [String: Int] {
-        var indexById: [String: Int] = [:]
-        indexById.reserveCapacity(tasks.count)
-        for index in tasks.indices where !tasks[index].id.isEmpty {
-            let id = tasks[index].id
-            if let previous = indexById.updateValue(index, forKey: id) {
-                indexById[id] = previous  // the first task keeps the id
-                issues.append(
-                    ValidationIssue(
-                        task: .index(index), field: "id",
-                        message: "duplicate id '\(id)' (also used by task \(previous))"))
-            }
+    /// Reports every id used by more than one task, naming the later ones; returns where each
+    /// id is (its first task).
+    private func reportDuplicateIds(_ ids: TaskIDs, issues: inout [ValidationIssue]) -> TaskIDLookup {
+        TaskIDLookup(ids) { index, previous in
+            issues.append(
+                ValidationIssue(
+                    task: .index(index), field: "id",
+                    message: "duplicate id '\(ids[index])' (also used by task \(previous))"))
         }
-        return indexById
     }
 
     /// Resolves dependency and reference ids to positions, binds the inputs with references, and
     /// reports duplicate ids, unknown or self dependencies, and cycles.
     private func resolveLinks(_ reading: inout Reading, context: RequestContext, issues: inout [ValidationIssue]) {
-        let indexById = reportDuplicateIds(reading.tasks, issues: &issues)
+        let indexById = reportDuplicateIds(reading.ids, issues: &issues)
         var graphIsComplete = true
         for links in reading.links {
             let index = links.index
             let task = reading.reference(index)
-            let ownId = reading.tasks[index].id
             var dependencies: [Int] = []
             var seen = Set<Int>()
             // A reference implies a dependency on the task it reads.
@@ -630,7 +640,7 @@ public struct BatchDecoder: Sendable {
                     graphIsComplete = false
                     continue
                 }
-                if target == index || id == ownId {
+                if target == index || reading.ids.withUTF8(at: index, { $0.elementsEqual(id.utf8) }) {
                     let message = isReference ? "a task cannot reference its own output" : "a task cannot depend on itself"
                     issues.append(ValidationIssue(task: task, field: field, message: message))
                     graphIsComplete = false
@@ -686,7 +696,8 @@ public struct BatchDecoder: Sendable {
             }
             guard let cycleStart = positionInPath[current] else { continue }  // ran into a cycle already reported
             let cycle = path[cycleStart...] + [current]
-            let description = cycle.map { "'\(tasks[$0].id.isEmpty ? "#\($0)" : tasks[$0].id)'" }.joined(separator: " → ")
+            let description = cycle.map { "'\(reading.ids.hasID(at: $0) ? reading.ids[$0] : "#\($0)")'" }.joined(
+                separator: " → ")
             issues.append(
                 ValidationIssue(
                     task: reading.reference(current), field: "depends_on",

@@ -10,8 +10,8 @@ public struct BatchResult: Sendable {
         case partial
     }
 
-    /// The tasks, for their ids.
-    private let tasks: [BatchTask]
+    /// The tasks' ids.
+    private let ids: TaskIDs
     /// Each task's status, output, error and running time, by position: kept by field rather
     /// than as an array of ``TaskResult``s, which cost each task a result built, copied into
     /// place and destroyed, with a retain and release of everything in it at every step.
@@ -25,10 +25,10 @@ public struct BatchResult: Sendable {
     public let duration: Duration
 
     init(
-        tasks: [BatchTask], statuses: [TaskStatus], outputs: TaskOutputs, errors: [Int: TaskError],
+        ids: TaskIDs, statuses: [TaskStatus], outputs: TaskOutputs, errors: [Int: TaskError],
         durations: [Int64], duration: Duration
     ) {
-        self.tasks = tasks
+        self.ids = ids
         self.statuses = statuses
         self.outputs = outputs
         self.errors = errors
@@ -42,7 +42,7 @@ public struct BatchResult: Sendable {
     /// Task `index`'s result.
     public subscript(index: Int) -> TaskResult {
         TaskResult(
-            id: tasks[index].id, status: statuses[index], output: outputs[index], error: errors[index],
+            id: ids[index], status: statuses[index], output: outputs[index], error: errors[index],
             duration: .nanoseconds(durations[index]))
     }
 
@@ -163,7 +163,7 @@ public struct BatchResult: Sendable {
     public static func allCancelled(_ batch: Batch, error: TaskError) -> BatchResult {
         let count = batch.tasks.count
         return BatchResult(
-            tasks: batch.tasks, statuses: Array(repeating: .cancelled, count: count),
+            ids: batch.ids, statuses: Array(repeating: .cancelled, count: count),
             outputs: TaskOutputs(count: count, body: []),
             errors: Dictionary(uniqueKeysWithValues: (0..<count).map { ($0, error) }),
             durations: Array(repeating: 0, count: count), duration: .zero)
@@ -187,26 +187,24 @@ public struct BatchResult: Sendable {
         around headBound: Int, head: (inout ByteCursor) -> Void, tail: [UInt8]
     ) -> [UInt8] {
         var bound = headBound + 2 + tail.count
-        for index in tasks.indices {
-            bound += 1 + Self.resultBound(idUTF8Count: tasks[index].id.utf8.count, outputCount: outputs.byteCount(at: index))
+        for index in statuses.indices {
+            bound += 1 + Self.resultBound(idBound: ids.jsonBound(at: index), outputCount: outputs.byteCount(at: index))
         }
         for error in errors.values { bound += error.jsonBound }
         return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
             var cursor = ByteCursor(buffer)
             head(&cursor)
             cursor.byte(UInt8(ascii: "["))
-            // In place, through the arrays' buffers: a task or output copied out to be written
-            // cost a retain and release of what it holds.
-            tasks.withUnsafeBufferPointer { tasks in
-                outputs.withBytes { outputs in
-                    for index in tasks.indices {
-                        if index > 0 { cursor.byte(UInt8(ascii: ",")) }
-                        let status = statuses[index]
-                        Self.writeResult(
-                            id: tasks[index].id, status: status, error: status == .succeeded ? nil : errors[index],
-                            nanoseconds: durations[index], to: &cursor
-                        ) { outputs.write(index, to: &$0) }
-                    }
+            // In place, through the arrays' buffers: an output copied out to be written cost a
+            // retain and release of what it holds.
+            outputs.withBytes { outputs in
+                for index in statuses.indices {
+                    if index > 0 { cursor.byte(UInt8(ascii: ",")) }
+                    let status = statuses[index]
+                    Self.writeResult(
+                        id: { ids.write(index, to: &$0) }, status: status,
+                        error: status == .succeeded ? nil : errors[index], nanoseconds: durations[index], to: &cursor
+                    ) { outputs.write(index, to: &$0) }
                 }
             }
             cursor.byte(UInt8(ascii: "]"))
@@ -234,7 +232,7 @@ public struct BatchResult: Sendable {
             var cursor = ByteCursor(buffer)
             for result in results {
                 writeResult(
-                    id: result.id, status: result.status, error: result.error,
+                    id: { $0.string(result.id) }, status: result.status, error: result.error,
                     nanoseconds: result.duration.wholeNanoseconds, to: &cursor
                 ) { if let output = result.output { $0.json(output) } }
                 cursor.byte(UInt8(ascii: "\n"))
@@ -245,22 +243,23 @@ public struct BatchResult: Sendable {
 
     /// The most ``writeResult(id:status:error:nanoseconds:to:output:)`` writes.
     private static func resultBound(id: String, output: RawJSON?, error: TaskError?) -> Int {
-        resultBound(idUTF8Count: id.utf8.count, outputCount: output?.bytes.count ?? 0) + (error?.jsonBound ?? 0)
+        resultBound(idBound: ByteCursor.stringBound(utf8Count: id.utf8.count), outputCount: output?.bytes.count ?? 0)
+            + (error?.jsonBound ?? 0)
     }
 
     /// The same, without the error.
-    private static func resultBound(idUTF8Count: Int, outputCount: Int) -> Int {
-        96 + ByteCursor.stringBound(utf8Count: idUTF8Count) + outputCount
+    private static func resultBound(idBound: Int, outputCount: Int) -> Int {
+        96 + idBound + outputCount
     }
 
-    /// Writes one task result object; `output` writes the output, if there is one.
+    /// Writes one task result object; `id` writes the id, and `output` the output, if there is one.
     @inline(__always)
     private static func writeResult(
-        id: String, status: TaskStatus, error: TaskError?, nanoseconds: Int64, to cursor: inout ByteCursor,
+        id: (inout ByteCursor) -> Void, status: TaskStatus, error: TaskError?, nanoseconds: Int64, to cursor: inout ByteCursor,
         output: (inout ByteCursor) -> Void
     ) {
         cursor.raw(#"{"id":"#)
-        cursor.string(id)
+        id(&cursor)
         switch status {
         case .succeeded: cursor.raw(#","status":"succeeded","output":"#)
         case .failed: cursor.raw(#","status":"failed""#)

@@ -436,7 +436,7 @@ struct BatchExecution {
     private mutating func skipDependents(of index: Int) {
         var stack = [index]
         while let failed = stack.popLast() {
-            let failedId = batch.tasks[failed].id
+            let failedId = batch.ids[failed]
             for dependent in batch.dependents(of: failed) where !isResolved[dependent] {
                 let error = TaskError(
                     code: "dependency_failed", message: "dependency '\(failedId)' did not succeed")
@@ -465,7 +465,7 @@ struct BatchExecution {
         unreported = []
         return indices.map { index in
             TaskResult(
-                id: batch.tasks[index].id, status: statuses[index], output: outputs[index], error: errors[index],
+                id: batch.ids[index], status: statuses[index], output: outputs[index], error: errors[index],
                 duration: .nanoseconds(durations[index]))
         }
     }
@@ -477,7 +477,7 @@ struct BatchExecution {
             resolve(index, .cancelled, error: reason, duration: .zero)
         }
         return BatchResult(
-            tasks: batch.tasks, statuses: statuses, outputs: outputs, errors: errors, durations: durations,
+            ids: batch.ids, statuses: statuses, outputs: outputs, errors: errors, durations: durations,
             duration: duration)
     }
 

@@ -196,6 +196,16 @@ struct JSONScanner {
         return try decodeEscapedString(from: start + 1, to: position - 1)
     }
 
+    /// Reads a string value without making a `String` of it when it has no escapes: returns where
+    /// its content lies (then its UTF-8, already checked), and the decoded string only when it
+    /// has escapes.
+    mutating func readStringInPlace() throws(SyntaxError) -> (content: Range<Int>, decoded: String?) {
+        let start = position
+        let needsDecoding = try scanString()
+        let content = (start + 1)..<(position - 1)
+        return (content, needsDecoding ? try decodeEscapedString(from: content.lowerBound, to: content.upperBound) : nil)
+    }
+
     /// Reads a number value as a `Double`.
     mutating func readNumber() throws(SyntaxError) -> Double {
         let start = position
