@@ -18,6 +18,26 @@ struct BatchRunnerTests {
         #expect(result["fast"]?.output?.description == #"[1, "two", {"three": 3}]"#)
     }
 
+    @Test("raw-JSON tasks run at once are timed in groups of eight that share their time; others alone")
+    func timesRawTasksInGroups() throws {
+        // Tasks 0-7 are a group, whose first spins for 8 ms; `hash` is timed alone and ends the
+        // group after 8-9; 11 starts a group of its own that spins 4 ms.
+        var tasks = [#"{"id":"t0","op":"spin","input":8000}"#]
+        tasks += (1..<10).map { #"{"id":"t\#($0)","op":"echo","input":\#($0)}"# }
+        tasks.append(#"{"id":"t10","op":"hash","input":{"algorithm":"sha256","data":"abc"}}"#)
+        tasks.append(#"{"id":"t11","op":"spin","input":4000}"#)
+        let batch = try makeDecoder().decode(Array(#"{"tasks":[\#(tasks.joined(separator: ","))]}"#.utf8))
+        #expect(batch.runsAtOnce)
+        let result = BatchRunner.runAtOnce(batch)
+        #expect(result.status == .succeeded)
+        let durations = (0..<12).map { result.duration(at: $0) }
+        #expect(Set(durations[0..<8]).count == 1, "one share each: \(durations)")
+        #expect(durations[0] * 8 >= .milliseconds(8) && durations[0] < .milliseconds(8))
+        #expect(durations[8] == durations[9] && durations[8] < .milliseconds(1))
+        #expect(durations[10] < .milliseconds(1))
+        #expect(durations[11] >= .milliseconds(4))
+    }
+
     @Test("a diamond runs each task only after all its dependencies")
     func runsDiamondInDependencyOrder() async throws {
         let recorder = ProbeRecorder()

@@ -72,6 +72,7 @@ func makeDecoder(
     registry.register(QuitOperation())
     registry.register(StubbornOperation())
     registry.register(WrapOperation())
+    registry.register(SpinOperation())
     return BatchDecoder(registry: registry, limits: limits, splitBytes: splitBytes)
 }
 
@@ -107,6 +108,22 @@ struct WrapOperation: RawJSONOperation {
     let inputSchema: RawJSON = "{}"
 
     func runInstantly(_ input: RawJSON) -> RawJSON { #"{"wrapped":true}"# }
+}
+
+/// `spin`: a raw-JSON operation that keeps its thread busy for the input's number of
+/// microseconds, then answers its input.
+struct SpinOperation: RawJSONOperation {
+    let name = "spin"
+    let summary = "Test operation."
+    let inputSchema: RawJSON = "{}"
+
+    func runInstantly(_ input: RawJSON) -> RawJSON {
+        let microseconds = Int(input.description) ?? 0
+        let clock = ContinuousClock()
+        let end = clock.now + .microseconds(microseconds)
+        while clock.now < end {}
+        return input
+    }
 }
 
 /// `quit`: throws `CancellationError` by itself, though nobody cancelled it.

@@ -263,42 +263,74 @@ struct BatchExecution {
     /// batch whose every operation runs synchronously.
     mutating func runReadyTasksAtOnce() {
         // Timed in plain nanoseconds (see `Ticks`); one task's end is the next one's start.
+        // Tasks of a `RawJSONOperation`, which take tens of nanoseconds, are timed in groups of
+        // up to eight that share their time equally: reading the clock after each was a fifth of
+        // running them. Any other task is timed alone.
         var previousEnd = Ticks.now()
         let deadline = Ticks.after(previousEnd, batch.timeout)
+        // The tasks run since the clock was last read: `ready[groupHead..<readyHead]`.
+        var groupHead = readyHead
+        func closeGroup(_ execution: inout BatchExecution) {
+            let count = execution.readyHead - groupHead
+            guard count > 0 else { return }
+            let now = Ticks.now()
+            let share = (now - previousEnd) / Int64(count)
+            for position in groupHead..<execution.readyHead {
+                execution.durations[execution.ready[position]] = share
+            }
+            previousEnd = now
+            groupHead = execution.readyHead
+        }
+        defer { closeGroup(&self) }
         while stopReason == nil, readyHead < ready.count {
             let index = ready[readyHead]
-            readyHead += 1
-            let started = previousEnd
-            if started >= deadline {
+            let raw = batch.tasks[index].rawWork
+            if raw == nil || readyHead - groupHead == 8 { closeGroup(&self) }
+            if previousEnd >= deadline {
                 stopReason = Self.batchTimeout(batch.timeout)
                 return
             }
-            let result: Result<RawJSON, any Error>
-            if let raw = batch.tasks[index].rawWork {
+            readyHead += 1
+            if let raw {
                 // Called where it lies: an operation copied out of the array is an existential
                 // copied and destroyed through its witness table.
-                result = batch.rawJSONOperations.withUnsafeBufferPointer { operations in
+                let result = batch.rawJSONOperations.withUnsafeBufferPointer { operations in
                     Result { try operations[raw.operation].runInstantly(RawJSON(trusted: batch.body[raw.input])) }
                 }
-            } else if batch.tasks[index].deferredInput == nil {
+                // Its time is set when its group closes.
+                finish(index, consume result, nanoseconds: 0)
+                continue
+            }
+            let started = previousEnd
+            let result: Result<RawJSON, any Error>
+            if batch.tasks[index].deferredInput == nil {
                 // Run where it lies: a copy of the work out of the table cost a retain and a
                 // release of all it holds, per task.
                 result = batch.tasks.withUnsafeBufferPointer { $0[index].work!.runInstantly()! }
             } else {
-                guard let work = work(for: index, cancellationCause: { .clientGone }) else { continue }
+                guard let work = work(for: index, cancellationCause: { .clientGone }) else {
+                    groupHead = readyHead
+                    continue
+                }
                 result = work.runInstantly()!
             }
             let ended = Ticks.now()
             previousEnd = ended
-            switch consume result {
-            case .success(let output):
-                succeeded(index, output, nanoseconds: ended - started)
-            case .failure(let error):
-                // A synchronous operation cannot see cancellation, so the cause is never asked for.
-                record(
-                    TaskExecutor.outcome(of: .failure(error)), for: index, duration: .nanoseconds(ended - started),
-                    cancellationCause: { .clientGone })
-            }
+            groupHead = readyHead
+            finish(index, consume result, nanoseconds: ended - started)
+        }
+    }
+
+    /// Records how task `index`, run at once, ended.
+    private mutating func finish(_ index: Int, _ result: consuming Result<RawJSON, any Error>, nanoseconds: Int64) {
+        switch consume result {
+        case .success(let output):
+            succeeded(index, output, nanoseconds: nanoseconds)
+        case .failure(let error):
+            // A synchronous operation cannot see cancellation, so the cause is never asked for.
+            record(
+                TaskExecutor.outcome(of: .failure(error)), for: index, duration: .nanoseconds(nanoseconds),
+                cancellationCause: { .clientGone })
         }
     }
 
