@@ -54,6 +54,19 @@ struct BatchValidationTests {
         #expect(found.contains { $0.field == field && $0.message.contains(fragment) }, "issues were \(found)")
     }
 
+    @Test("a raw-JSON operation's input is checked unless it accepts any")
+    func checksRawJSONInputs() {
+        let body = #"{"tasks":[{"id":"a","op":"spin","input":"soon"},{"id":"b","op":"echo","input":"soon"}]}"#
+        do {
+            _ = try makeDecoder().decode(Array(body.utf8))
+            Issue.record("decoded a batch with an invalid input")
+        } catch {
+            #expect(error.issues.map(\.task) == [.id("a")])
+            #expect(error.issues.map(\.message) == ["must be a number of microseconds, 0 to 100000"])
+        }
+        #expect(EchoOperation().acceptsAnyInput && !SpinOperation().acceptsAnyInput)
+    }
+
     @Test("every problem in a batch is listed, not only the first")
     func listsEveryProblem() {
         let found = issues(

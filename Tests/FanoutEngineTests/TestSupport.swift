@@ -111,11 +111,17 @@ struct WrapOperation: RawJSONOperation {
 }
 
 /// `spin`: a raw-JSON operation that keeps its thread busy for the input's number of
-/// microseconds, then answers its input.
+/// microseconds (0 to 100,000), then answers its input.
 struct SpinOperation: RawJSONOperation {
     let name = "spin"
     let summary = "Test operation."
     let inputSchema: RawJSON = "{}"
+
+    func validateInput(_ json: RawJSON, context: RequestContext) throws(InputError) {
+        guard let microseconds = Int(json.description), (0...100_000).contains(microseconds) else {
+            throw InputError("must be a number of microseconds, 0 to 100000")
+        }
+    }
 
     func runInstantly(_ input: RawJSON) -> RawJSON {
         let microseconds = Int(input.description) ?? 0

@@ -71,6 +71,8 @@ public struct BatchDecoder: Sendable {
         var index: Int
         var isInstant: Bool
         var isSynchronous: Bool
+        /// Whether it is a ``RawJSONOperation`` that accepts any input.
+        var acceptsAnyInput: Bool
         /// Its position in ``Reading/rawJSONOperations``, or -1.
         var rawJSONSlot: Int
     }
@@ -391,9 +393,8 @@ public struct BatchDecoder: Sendable {
         // Issues are collected locally first: they name the task by id, known only at the end.
         var fieldIssues: [(field: String, message: String)] = []
         var operationName: String?
-        // Not `RawJSON.null` up front: that shared value's reference count, bumped by every task
-        // on every thread, was a contended hot spot.
-        var input: RawJSON?
+        // Where the input lies: made a `RawJSON` (which retains the body) only if needed.
+        var inputRange: Range<Int>?
         var timeoutMilliseconds: Int?
         var dependencyIds: [String] = []
         var seenKeys: UInt8 = 0
@@ -446,7 +447,7 @@ public struct BatchDecoder: Sendable {
                 }
                 operationName = try scanner.readString()
             case 2:  // input
-                input = RawJSON(trusted: scanner.bytes[try scanner.skipValue()])
+                inputRange = try scanner.skipValue()
             case 3:  // depends_on
                 guard try scanner.peekKind() == .array else {
                     fieldIssues.append((key, "must be an array of task ids"))
@@ -482,22 +483,27 @@ public struct BatchDecoder: Sendable {
                 reading.tasks[index].operation = operation.name
                 if !operation.isInstant { reading.hasWaitingTasks = true }
                 if !operation.isSynchronous { reading.runsAtOnce = false }
-                if operation.rawJSONSlot >= 0, let input, scanner.bytes.count <= Int32.max,
-                    !InputTemplate.mayHaveReferences(input)
+                if operation.rawJSONSlot >= 0, let inputRange, scanner.bytes.count <= Int32.max,
+                    !scanner.bytes.withUnsafeBufferPointer({
+                        InputTemplate.mayHaveReferences(UnsafeBufferPointer(rebasing: $0[inputRange]))
+                    })
                 {
                     // The input stays where it is in the body (see `BatchTask.RawWork`).
                     do {
-                        try reading.rawJSONOperations.withUnsafeBufferPointer { operations throws(InputError) in
-                            try operations[operation.rawJSONSlot].validateInput(input, context: context)
+                        if !operation.acceptsAnyInput {
+                            let input = RawJSON(trusted: scanner.bytes[inputRange])
+                            try reading.rawJSONOperations.withUnsafeBufferPointer { operations throws(InputError) in
+                                try operations[operation.rawJSONSlot].validateInput(input, context: context)
+                            }
                         }
-                        reading.tasks[index].rawWork = BatchTask.RawWork(
-                            operation: operation.rawJSONSlot, input: input.bytes.indices)
+                        reading.tasks[index].rawWork = BatchTask.RawWork(operation: operation.rawJSONSlot, input: inputRange)
                     } catch {
                         fieldIssues.append((InputError.field(error.path), error.message))
                     }
                 } else {
                     prepare(
-                        input, of: reading.operations[operation.index], context: context,
+                        inputRange.map { RawJSON(trusted: scanner.bytes[$0]) }, of: reading.operations[operation.index],
+                        context: context,
                         into: &reading.tasks[index], links: &links, fieldIssues: &fieldIssues)
                 }
             } else {
@@ -533,7 +539,8 @@ public struct BatchDecoder: Sendable {
         }
         return OperationInfo(
             name: operation.name, index: index, isInstant: operation.isInstant,
-            isSynchronous: operation.isSynchronous, rawJSONSlot: rawJSONSlot)
+            isSynchronous: operation.isSynchronous, acceptsAnyInput: operation.rawJSONOperation?.acceptsAnyInput ?? false,
+            rawJSONSlot: rawJSONSlot)
     }
 
     /// Decodes a task's input, or, when it references other tasks, checks what can be checked

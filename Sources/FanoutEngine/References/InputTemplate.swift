@@ -66,10 +66,14 @@ public struct InputTemplate: Sendable {
     /// one, so nearly every input is done with one `memchr`.
     @inline(__always)
     static func mayHaveReferences(_ input: RawJSON) -> Bool {
-        input.bytes.withUnsafeBufferPointer { buffer in
-            guard let base = buffer.baseAddress else { return false }
-            return memchr(base, Int32(UInt8(ascii: "$")), buffer.count) != nil
-        }
+        input.bytes.withUnsafeBufferPointer(mayHaveReferences)
+    }
+
+    /// The same, for an input's bytes.
+    @inline(__always)
+    static func mayHaveReferences(_ input: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = input.baseAddress else { return false }
+        return memchr(base, Int32(UInt8(ascii: "$")), input.count) != nil
     }
 
     /// Records which task each reference reads; `index` maps ids to positions in the batch.

@@ -6,6 +6,8 @@ public struct EchoOperation: RawJSONOperation {
         RawJSON(trusted: Array(#"{"description":"any JSON value"}"#.utf8))
     }
 
+    public var acceptsAnyInput: Bool { true }
+
     /// Creates the operation.
     public init() {}
 
