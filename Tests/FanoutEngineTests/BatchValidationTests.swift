@@ -1,4 +1,4 @@
-import FanoutEngine
+@testable import FanoutEngine
 import Testing
 
 @Suite("Batch validation")
@@ -52,6 +52,34 @@ struct BatchValidationTests {
     func rejectsInvalidBatch(body: String, field: String, fragment: String) {
         let found = issues(for: body)
         #expect(found.contains { $0.field == field && $0.message.contains(fragment) }, "issues were \(found)")
+    }
+
+    @Test("each task's operation is its own, when it repeats the previous one's name or nearly")
+    func operationNamesCompared() throws {
+        let names = ["echo", "echo", #"ech\u006f"#, "wrap", "wrap", "echo", "spin", "echo"]
+        let tasks = names.enumerated().map { #"{"id":"t\#($0.offset)","op":"\#($0.element)","input":1}"# }
+        let batch = try makeDecoder().decode(Array(#"{"tasks":[\#(tasks.joined(separator: ","))]}"#.utf8))
+        #expect(batch.tasks.map(\.operation) == ["echo", "echo", "echo", "wrap", "wrap", "echo", "spin", "echo"])
+        do {
+            _ = try makeDecoder().decode(Array(#"{"tasks":[{"id":"a","op":"echo"},{"id":"b","op":"echp"}]}"#.utf8))
+            Issue.record("decoded an unknown operation")
+        } catch {
+            #expect(error.issues.map(\.message) == ["unknown operation 'echp'; GET /ops lists them"])
+        }
+    }
+
+    @Test("task keys are told apart by every byte")
+    func tellsTaskKeysApart() {
+        func field(_ key: String) -> Int {
+            Array(key.utf8).withUnsafeBufferPointer(BatchDecoder.taskField)
+        }
+        #expect(["id", "op", "input", "depends_on", "timeout_ms"].map(field) == [0, 1, 2, 3, 4])
+        let nearMisses = [
+            "", "i", "di", "iD", "Id", "po", "oq", "inpu", "inputs", "Input", "inpus", "jnput",
+            "depends_om", "depends_On", "dependson_", "Depends_on", "timeout_mz", "timeout-ms", "timeout_sm",
+            "timeout_ms_", "xd", "depends_ontimeout_ms",
+        ]
+        #expect(nearMisses.map(field) == Array(repeating: -1, count: nearMisses.count))
     }
 
     @Test("a raw-JSON operation's input is checked unless it accepts any")

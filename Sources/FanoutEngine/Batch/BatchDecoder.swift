@@ -51,6 +51,9 @@ public struct BatchDecoder: Sendable {
         /// same operation touches no reference count (shared by both event loops, the registry's
         /// operations were a contended hot spot).
         var last: OperationInfo?
+        /// Where the name of `last` lies in the body, when a task named it without escapes: the
+        /// next task's name is compared with it there, costing no `String`.
+        var lastName: Range<Int>?
 
         /// How an issue names task `index`: by id once it has a valid one.
         func reference(_ index: Int) -> ValidationIssue.TaskReference {
@@ -350,16 +353,30 @@ public struct BatchDecoder: Sendable {
     /// Which task field a key names, from its raw bytes: 0 `id`, 1 `op`, 2 `input`,
     /// 3 `depends_on`, 4 `timeout_ms` (the bits of `seenKeys`), or -1.
     ///
-    /// Compared byte by byte rather than against a table of names: a shared table's reference
-    /// count, touched for every key of every task on both event loops, was a contended hot spot.
-    private static func taskField(_ key: UnsafeBufferPointer<UInt8>) -> Int {
-        func matches(_ name: StaticString) -> Bool {
-            name.withUTF8Buffer { name in name.count == key.count && name.elementsEqual(key) }
+    /// Compared as little-endian words rather than against a table of names: a shared table's
+    /// reference count, touched for every key of every task on both event loops, was a contended
+    /// hot spot, and comparing byte by byte was a twelfth of decoding a batch of echoes.
+    static func taskField(_ key: UnsafeBufferPointer<UInt8>) -> Int {
+        let raw = UnsafeRawBufferPointer(key)
+        func word<Word: FixedWidthInteger>(at offset: Int, _: Word.Type) -> Word {
+            Word(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Word.self))
         }
         switch key.count {
-        case 2: return matches("id") ? 0 : matches("op") ? 1 : -1
-        case 5: return matches("input") ? 2 : -1
-        case 10: return matches("depends_on") ? 3 : matches("timeout_ms") ? 4 : -1
+        case 2:
+            switch word(at: 0, UInt16.self) {
+            case 0x6469: return 0  // "id"
+            case 0x706F: return 1  // "op"
+            default: return -1
+            }
+        case 5:
+            return word(at: 0, UInt32.self) == 0x7570_6E69 && key[4] == UInt8(ascii: "t") ? 2 : -1  // "inpu" "t"
+        case 10:
+            let tail = word(at: 8, UInt16.self)
+            switch word(at: 0, UInt64.self) {
+            case 0x5F73_646E_6570_6564: return tail == 0x6E6F ? 3 : -1  // "depends_" "on"
+            case 0x5F74_756F_656D_6974: return tail == 0x736D ? 4 : -1  // "timeout_" "ms"
+            default: return -1
+            }
         default: return -1
         }
     }
@@ -392,7 +409,8 @@ public struct BatchDecoder: Sendable {
         }
         // Issues are collected locally first: they name the task by id, known only at the end.
         var fieldIssues: [(field: String, message: String)] = []
-        var operationName: String?
+        // Where the name lies, and the name itself only when it has escapes.
+        var operationName: (content: Range<Int>, decoded: String?)?
         // Where the input lies: made a `RawJSON` (which retains the body) only if needed.
         var inputRange: Range<Int>?
         var timeoutMilliseconds: Int?
@@ -445,7 +463,7 @@ public struct BatchDecoder: Sendable {
                     _ = try scanner.skipValue()
                     continue
                 }
-                operationName = try scanner.readString()
+                operationName = try scanner.readStringInPlace()
             case 2:  // input
                 inputRange = try scanner.skipValue()
             case 3:  // depends_on
@@ -476,9 +494,13 @@ public struct BatchDecoder: Sendable {
 
         var links = Links(index: index, dependencyIds: dependencyIds)
         if seenKeys & 1 == 0 { fieldIssues.append(("id", "is required")) }
-        if let operationName {
-            if let operation = reading.last?.name == operationName ? reading.last : lookUp(operationName, &reading) {
+        if let (content, decoded) = operationName {
+            let isLast =
+                decoded == nil && reading.lastName.map { Self.sameBytes(scanner.bytes, $0, content) } ?? false
+            let name = isLast ? "" : decoded ?? String(decoding: scanner.bytes[content], as: UTF8.self)
+            if let operation = isLast ? reading.last : lookUp(name, &reading) {
                 reading.last = operation
+                reading.lastName = decoded == nil ? content : nil
                 reading.tasks[index].isInstant = operation.isInstant
                 reading.tasks[index].operation = operation.name
                 if !operation.isInstant { reading.hasWaitingTasks = true }
@@ -507,7 +529,7 @@ public struct BatchDecoder: Sendable {
                         into: &reading.tasks[index], links: &links, fieldIssues: &fieldIssues)
                 }
             } else {
-                fieldIssues.append(("op", "unknown operation '\(operationName)'; GET /ops lists them"))
+                fieldIssues.append(("op", "unknown operation '\(name)'; GET /ops lists them"))
             }
         } else if seenKeys & 2 == 0 {
             fieldIssues.append(("op", "is required"))
@@ -524,6 +546,14 @@ public struct BatchDecoder: Sendable {
     /// not continue a sequence.
     private static func scalarCount(_ bytes: [UInt8], _ range: Range<Int>) -> Int {
         bytes[range].reduce(0) { count, byte in byte & 0xC0 == 0x80 ? count : count + 1 }
+    }
+
+    /// Whether `bytes` holds the same bytes at `one` as at `other`.
+    private static func sameBytes(_ bytes: [UInt8], _ one: Range<Int>, _ other: Range<Int>) -> Bool {
+        one.count == other.count
+            && bytes.withUnsafeBufferPointer {
+                UnsafeBufferPointer(rebasing: $0[one]).elementsEqual(UnsafeBufferPointer(rebasing: $0[other]))
+            }
     }
 
     /// The operation called `name`, noted in `reading`; `nil` when there is none.
