@@ -136,20 +136,20 @@ public final class ServiceMetrics: Sendable {
     /// each task that ran: tallied here without a lock, added to this thread's shard once per
     /// operation.
     public func batchFinished(_ batch: Batch, _ result: BatchResult) {
-        var lastOperation = ""
+        var lastOperation = 0
         var tally = HotCounters.TaskTally()
-        let tasks = batch.tasks
         // By index, reading fields in place: copying each task out (as `zip` does) retains and
         // releases everything it holds, which cost more than the counting.
-        for index in tasks.indices {
-            if tasks[index].operation != lastOperation {
-                if !tally.isEmpty { hot.tasksFinished(operation: lastOperation, tally) }
+        for index in batch.tasks.indices {
+            let operation = batch.operationNumber(of: index)
+            if operation != lastOperation {
+                if !tally.isEmpty { hot.tasksFinished(operation: batch.operationNames[lastOperation], tally) }
                 tally = HotCounters.TaskTally()
-                lastOperation = tasks[index].operation
+                lastOperation = operation
             }
             tally.add(result.status(at: index), nanoseconds: result.nanoseconds(at: index), bounds: hot.taskBounds)
         }
-        if !tally.isEmpty { hot.tasksFinished(operation: lastOperation, tally) }
+        if !tally.isEmpty { hot.tasksFinished(operation: batch.operationNames[lastOperation], tally) }
     }
 
     /// The label values of methods, by ``methodIndex(_:)``.

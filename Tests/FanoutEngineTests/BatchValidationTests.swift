@@ -59,7 +59,7 @@ struct BatchValidationTests {
         let names = ["echo", "echo", #"ech\u006f"#, "wrap", "wrap", "echo", "spin", "echo"]
         let tasks = names.enumerated().map { #"{"id":"t\#($0.offset)","op":"\#($0.element)","input":1}"# }
         let batch = try makeDecoder().decode(Array(#"{"tasks":[\#(tasks.joined(separator: ","))]}"#.utf8))
-        #expect(batch.tasks.map(\.operation) == ["echo", "echo", "echo", "wrap", "wrap", "echo", "spin", "echo"])
+        #expect(batch.tasks.indices.map(batch.operation(of:)) == ["echo", "echo", "echo", "wrap", "wrap", "echo", "spin", "echo"])
         do {
             _ = try makeDecoder().decode(Array(#"{"tasks":[{"id":"a","op":"echo"},{"id":"b","op":"echp"}]}"#.utf8))
             Issue.record("decoded an unknown operation")

@@ -41,7 +41,7 @@ struct SplitDecodingTests {
             return nil
         case (.success(let wholeBatch), .success(let splitBatch)):
             #expect(wholeBatch.ids.map { Array($0.utf8) } == splitBatch.ids.map { Array($0.utf8) })
-            #expect(wholeBatch.tasks.map(\.operation) == splitBatch.tasks.map(\.operation))
+            #expect(wholeBatch.tasks.indices.map(wholeBatch.operation(of:)) == splitBatch.tasks.indices.map(splitBatch.operation(of:)))
             #expect(wholeBatch.tasks.map(\.dependencies) == splitBatch.tasks.map(\.dependencies))
             #expect(wholeBatch.runsAtOnce == splitBatch.runsAtOnce)
             let wholeResult = await BatchRunner.run(wholeBatch)

@@ -4,6 +4,8 @@ public struct Batch: Sendable {
     public let tasks: [BatchTask]
     /// Their ids, by position.
     public let ids: TaskIDs
+    /// The names of the operations the tasks use, in the order first used.
+    public let operationNames: [String]
     /// The request body, where the inputs of ``RawJSONOperation`` tasks lie.
     let body: [UInt8]
     /// The ``RawJSONOperation``s of those tasks (see ``BatchTask/RawWork``).
@@ -32,11 +34,12 @@ public struct Batch: Sendable {
     ///   The decoder knows these of every task as it reads it: asking the tasks again here cost a
     ///   pass that copied each task's work.
     init(
-        tasks: [BatchTask], ids: TaskIDs, body: [UInt8], rawJSONOperations: [any RawJSONOperation], hasDependencies: Bool,
+        tasks: [BatchTask], ids: TaskIDs, operationNames: [String], body: [UInt8], rawJSONOperations: [any RawJSONOperation], hasDependencies: Bool,
         hasWaitingTasks: Bool, runsAtOnce: Bool, concurrency: Int, timeout: Duration, errorPolicy: ErrorPolicy
     ) {
         self.tasks = tasks
         self.ids = ids
+        self.operationNames = operationNames
         self.body = body
         self.rawJSONOperations = rawJSONOperations
         self.hasDependencies = hasDependencies
@@ -55,6 +58,16 @@ public struct Batch: Sendable {
         self.runsAtOnce = runsAtOnce
     }
 
+    /// The name of task `index`'s operation.
+    public func operation(of index: Int) -> String {
+        operationNames[operationNumber(of: index)]
+    }
+
+    /// The position in ``operationNames`` of task `index`'s operation.
+    public func operationNumber(of index: Int) -> Int {
+        Int(tasks[index].operationNumber)
+    }
+
     /// The indices of the tasks that depend on task `index`.
     func dependents(of index: Int) -> [Int] {
         hasDependencies ? dependents[index] : []
@@ -63,8 +76,9 @@ public struct Batch: Sendable {
 
 /// One validated task of a ``Batch``.
 public struct BatchTask: Sendable {
-    /// The operation's name (the registry's copy of it: tasks of one operation share it).
-    public internal(set) var operation: String
+    /// Its operation's position in ``Batch/operationNames``: a number, not the name, so that a
+    /// task holds nothing to retain when it is written, copied or freed.
+    var operationNumber: Int32 = 0
     /// The operation's work, bound to its decoded input; `nil` for a ``RawJSONOperation`` (see
     /// ``rawWork``) and when the input has references, which are filled in just before the task
     /// starts (see ``deferredInput``).
@@ -102,9 +116,7 @@ public struct BatchTask: Sendable {
         var input: Range<Int> { Int(start)..<Int(end) }
     }
 
-    init(operation: String) {
-        self.operation = operation
-    }
+    init() {}
 }
 
 /// What a failing task does to the rest of its batch.

@@ -69,7 +69,6 @@ public struct BatchDecoder: Sendable {
 
     /// What the decoder needs of an operation for each task.
     private struct OperationInfo {
-        var name: String
         /// Its position in ``Reading/operations``.
         var index: Int
         var isInstant: Bool
@@ -166,7 +165,7 @@ public struct BatchDecoder: Sendable {
         guard issues.isEmpty else { throw BatchValidationError(issues: issues, isMalformed: false) }
         // Every entry of `links` names at least one task, which a valid batch has resolved.
         return Batch(
-            tasks: reading.tasks, ids: reading.ids, body: scanner.bytes, rawJSONOperations: reading.rawJSONOperations,
+            tasks: reading.tasks, ids: reading.ids, operationNames: reading.operations.map(\.name), body: scanner.bytes, rawJSONOperations: reading.rawJSONOperations,
             hasDependencies: !reading.links.isEmpty, hasWaitingTasks: reading.hasWaitingTasks,
             runsAtOnce: reading.runsAtOnce, concurrency: concurrency, timeout: .milliseconds(timeoutMilliseconds),
             errorPolicy: errorPolicy)
@@ -312,22 +311,25 @@ public struct BatchDecoder: Sendable {
         _ second: Reading, issues secondIssues: [ValidationIssue], after offset: Int, to first: inout Reading,
         issues: inout [ValidationIssue]
     ) {
-        // Each half numbered the raw-JSON operations it met in its own order: the second's,
-        // where they differ, are renumbered in the first's.
+        // Each half numbered the operations, and the raw-JSON operations, it met in its own
+        // order: the second's, where they differ, are renumbered in the first's.
+        var numbers: [Int] = []
         var slots: [Int] = []
         for operation in second.operations {
             let index = first.operations.firstIndex { $0 === operation } ?? first.operations.count
             if index == first.operations.count { first.operations.append(operation) }
+            numbers.append(index)
             guard let raw = operation.rawJSONOperation else { continue }
             let slot = first.operations[..<index].filter { $0.rawJSONOperation != nil }.count
             if slot == first.rawJSONOperations.count { first.rawJSONOperations.append(raw) }
             slots.append(slot)
         }
-        if slots.indices.elementsEqual(slots) {
+        if numbers.indices.elementsEqual(numbers), slots.indices.elementsEqual(slots) {
             first.tasks.append(contentsOf: second.tasks)
         } else {
             var tasks = second.tasks
             for index in tasks.indices {
+                tasks[index].operationNumber = Int32(numbers[Int(tasks[index].operationNumber)])
                 guard let raw = tasks[index].rawWork else { continue }
                 tasks[index].rawWork = BatchTask.RawWork(operation: slots[raw.operation], input: raw.input)
             }
@@ -400,7 +402,7 @@ public struct BatchDecoder: Sendable {
         let index = reading.tasks.count
         // Written into the table at once, and filled in there: a task built aside and then
         // appended was copied, every reference it holds retained and released once more.
-        reading.tasks.append(BatchTask(operation: ""))
+        reading.tasks.append(BatchTask())
         reading.ids.appendNone()
         guard try scanner.peekKind() == .object else {
             issues.append(ValidationIssue(task: .index(index), field: "tasks[\(index)]", message: "must be an object"))
@@ -492,7 +494,8 @@ public struct BatchDecoder: Sendable {
         reading.tasks[index].timeoutMilliseconds = Int32(
             clamping: min(timeoutMilliseconds ?? Int.max, limits.maximumTaskTimeoutMilliseconds))
 
-        var links = Links(index: index, dependencyIds: dependencyIds)
+        // Made only for the few tasks that name others.
+        var links = dependencyIds.isEmpty ? nil : Links(index: index, dependencyIds: dependencyIds)
         if seenKeys & 1 == 0 { fieldIssues.append(("id", "is required")) }
         if let (content, decoded) = operationName {
             let isLast =
@@ -502,7 +505,7 @@ public struct BatchDecoder: Sendable {
                 reading.last = operation
                 reading.lastName = decoded == nil ? content : nil
                 reading.tasks[index].isInstant = operation.isInstant
-                reading.tasks[index].operation = operation.name
+                reading.tasks[index].operationNumber = Int32(operation.index)
                 if !operation.isInstant { reading.hasWaitingTasks = true }
                 if !operation.isSynchronous { reading.runsAtOnce = false }
                 if operation.rawJSONSlot >= 0, let inputRange, scanner.bytes.count <= Int32.max,
@@ -523,10 +526,12 @@ public struct BatchDecoder: Sendable {
                         fieldIssues.append((InputError.field(error.path), error.message))
                     }
                 } else {
+                    var taskLinks = links ?? Links(index: index)
                     prepare(
                         inputRange.map { RawJSON(trusted: scanner.bytes[$0]) }, of: reading.operations[operation.index],
                         context: context,
-                        into: &reading.tasks[index], links: &links, fieldIssues: &fieldIssues)
+                        into: &reading.tasks[index], links: &taskLinks, fieldIssues: &fieldIssues)
+                    if taskLinks.template != nil { links = taskLinks }
                 }
             } else {
                 fieldIssues.append(("op", "unknown operation '\(name)'; GET /ops lists them"))
@@ -534,7 +539,7 @@ public struct BatchDecoder: Sendable {
         } else if seenKeys & 2 == 0 {
             fieldIssues.append(("op", "is required"))
         }
-        if !links.dependencyIds.isEmpty || links.template != nil { reading.links.append(links) }
+        if let links { reading.links.append(links) }
         guard !fieldIssues.isEmpty else { return }
         let reference = reading.reference(index)
         for (field, message) in fieldIssues {
@@ -568,7 +573,7 @@ public struct BatchDecoder: Sendable {
             if rawJSONSlot == reading.rawJSONOperations.count { reading.rawJSONOperations.append(raw) }
         }
         return OperationInfo(
-            name: operation.name, index: index, isInstant: operation.isInstant,
+            index: index, isInstant: operation.isInstant,
             isSynchronous: operation.isSynchronous, acceptsAnyInput: operation.rawJSONOperation?.acceptsAnyInput ?? false,
             rawJSONSlot: rawJSONSlot)
     }
