@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The combined result of a batch: every task's result in request order, and a summary.
 public struct BatchResult: Sendable {
     /// The overall outcome of a batch.
@@ -133,6 +137,11 @@ public struct BatchResult: Sendable {
 
     /// The response body: `{"status": …, "results": […], "summary": {…}}`.
     public func jsonBytes() -> [UInt8] {
+        jsonBytes(splittingFrom: Self.splitBytes)
+    }
+
+    /// ``jsonBytes()``, writing the results in two halves from `splitBytes` of them on.
+    func jsonBytes(splittingFrom splitBytes: Int) -> [UInt8] {
         let summary = summary
         var tail = JSONWriter(reservingCapacity: 160)
         tail.raw(#","summary":"#)
@@ -143,12 +152,12 @@ public struct BatchResult: Sendable {
             cursor.raw(#"{"status":"#)
             cursor.string(status)
             cursor.raw(#","results":"#)
-        }, tail: tail.bytes)
+        }, tail: tail.bytes, splittingFrom: splitBytes)
     }
 
     /// The `results` array alone: `[{…}, …]`, as an asynchronous job stores it.
     public func resultsJSONBytes() -> [UInt8] {
-        writeResults(around: 0, head: { _ in }, tail: [])
+        writeResults(around: 0, head: { _ in }, tail: [], splittingFrom: Self.splitBytes)
     }
 
     /// The `summary` object alone: `{"total": …, …}`.
@@ -183,14 +192,30 @@ public struct BatchResult: Sendable {
 
     /// The `results` array, after what `head` writes (at most `headBound` bytes) and before
     /// `tail`: written in one array made at its final size (see ``ByteCursor``).
+    ///
+    /// A long array is written in two halves at once (see ``TwoThreads``): the second half into
+    /// its own stretch of the array, past the most the first can take, and then moved down to
+    /// where the first half ended.
     private func writeResults(
-        around headBound: Int, head: (inout ByteCursor) -> Void, tail: [UInt8]
+        around headBound: Int, head: (inout ByteCursor) -> Void, tail: [UInt8], splittingFrom splitBytes: Int
     ) -> [UInt8] {
-        var bound = headBound + 2 + tail.count
+        var firstBound = 0
+        var secondBound = 0
+        var split = statuses.count
         for index in statuses.indices {
-            bound += 1 + Self.resultBound(idBound: ids.jsonBound(at: index), outputCount: outputs.byteCount(at: index))
+            firstBound += 1 + Self.resultBound(idBound: ids.jsonBound(at: index), outputCount: outputs.byteCount(at: index))
         }
-        for error in errors.values { bound += error.jsonBound }
+        if TwoThreads.areAvailable, statuses.count >= 2, firstBound >= splitBytes {
+            split = statuses.count / 2
+            for index in split..<statuses.count {
+                secondBound += 1 + Self.resultBound(idBound: ids.jsonBound(at: index), outputCount: outputs.byteCount(at: index))
+            }
+            firstBound -= secondBound
+        }
+        for (index, error) in errors {
+            if index < split { firstBound += error.jsonBound } else { secondBound += error.jsonBound }
+        }
+        let bound = headBound + 2 + tail.count + firstBound + secondBound
         return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
             var cursor = ByteCursor(buffer)
             head(&cursor)
@@ -198,20 +223,53 @@ public struct BatchResult: Sendable {
             // In place, through the arrays' buffers: an output copied out to be written cost a
             // retain and release of what it holds.
             outputs.withBytes { outputs in
-                for index in statuses.indices {
-                    if index > 0 { cursor.byte(UInt8(ascii: ",")) }
-                    let status = statuses[index]
-                    Self.writeResult(
-                        id: { ids.write(index, to: &$0) }, status: status,
-                        error: status == .succeeded ? nil : errors[index], nanoseconds: durations[index], to: &cursor
-                    ) { outputs.write(index, to: &$0) }
+                if split == statuses.count {
+                    writeResults(0..<split, outputs: outputs, to: &cursor)
+                    return
                 }
+                let start = cursor.count
+                let first = UnsafeMutableBufferPointer(rebasing: buffer[start..<start + firstBound])
+                let second = UnsafeMutableBufferPointer(rebasing: buffer[start + firstBound..<start + firstBound + secondBound])
+                var firstCount = 0
+                var secondCount = 0
+                // Each half writes only its own stretch and its own count.
+                TwoThreads.run {
+                    var cursor = ByteCursor(first)
+                    writeResults(0..<split, outputs: outputs, to: &cursor)
+                    firstCount = cursor.count
+                } and: {
+                    var cursor = ByteCursor(second)
+                    writeResults(split..<statuses.count, outputs: outputs, to: &cursor)
+                    secondCount = cursor.count
+                }
+                if firstCount < firstBound {
+                    // The two stretches may overlap: memmove, not a copy.
+                    memmove(first.baseAddress! + firstCount, second.baseAddress!, secondCount)
+                }
+                cursor.advance(by: firstCount + secondCount)
             }
             cursor.byte(UInt8(ascii: "]"))
             tail.withUnsafeBufferPointer { cursor.bytes($0) }
             initialized = cursor.count
         }
     }
+
+    /// The results of the tasks in `range`, each after a comma but the very first.
+    private func writeResults(_ range: Range<Int>, outputs: TaskOutputs.Reader, to cursor: inout ByteCursor) {
+        for index in range {
+            if index > 0 { cursor.byte(UInt8(ascii: ",")) }
+            let status = statuses[index]
+            Self.writeResult(
+                id: { ids.write(index, to: &$0) }, status: status,
+                error: status == .succeeded ? nil : errors[index], nanoseconds: durations[index], to: &cursor
+            ) { outputs.write(index, to: &$0) }
+        }
+    }
+
+    /// From how many bytes of results on (at most; some 3,000 small results) they are written
+    /// in two halves at once: below, waking the second thread (tens of microseconds) would cost
+    /// about as much as it saves.
+    static let splitBytes = 256 * 1024
 
     /// Writes the `summary` object.
     private func writeSummary(_ summary: Summary, to writer: inout JSONWriter) {

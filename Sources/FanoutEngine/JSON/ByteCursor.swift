@@ -35,6 +35,12 @@ public struct ByteCursor: ~Copyable {
         reserve(length).update(from: text.utf8Start, count: length)
     }
 
+    /// Counts `length` bytes that were written past ``count`` by other means (another cursor
+    /// over that part of the buffer, or a copy).
+    public mutating func advance(by length: Int) {
+        _ = reserve(length)
+    }
+
     /// Appends one byte.
     public mutating func byte(_ value: UInt8) {
         reserve(1).pointee = value
