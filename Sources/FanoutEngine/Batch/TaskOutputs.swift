@@ -41,6 +41,20 @@ struct TaskOutputs: Sendable {
         }
     }
 
+    /// Takes the outputs of the tasks in `range` from `other`, whose body holds the same bytes
+    /// as this one's (a copy of it): what lies there lies here at the same place.
+    mutating func take(_ range: Range<Int>, from other: TaskOutputs) {
+        precondition(other.body.count == body.count && other.spans.count == spans.count)
+        spans.replaceSubrange(range, with: other.spans[range])
+        guard !other.others.isEmpty || !others.isEmpty else { return }
+        if others.isEmpty { others = Array(repeating: nil, count: spans.count) }
+        if other.others.isEmpty {
+            for index in range { others[index] = nil }
+        } else {
+            others.replaceSubrange(range, with: other.others[range])
+        }
+    }
+
     /// Where `output` lies in the body, if it does: memory the body holds is the body's.
     private func span(of output: RawJSON) -> Span? {
         guard body.count <= Int32.max else { return nil }
