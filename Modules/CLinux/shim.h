@@ -1,6 +1,6 @@
 #ifndef FANOUT_CLINUX_SHIM_H
 #define FANOUT_CLINUX_SHIM_H
-// Linux calls the Glibc module does not export: epoll, eventfd, mallopt, and two GNU extensions
+// Linux calls the Glibc module does not export: epoll, eventfd, mallopt and malloc_trim, and two GNU extensions
 // whose declarations need _GNU_SOURCE (declared here with glibc's exact signatures instead).
 #include <malloc.h>
 #include <sys/epoll.h>

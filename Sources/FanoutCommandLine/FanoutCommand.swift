@@ -53,11 +53,7 @@ public struct FanoutCommand: AsyncParsableCommand {
             return
         }
         FastCGIServer.initializeLibrary()
-        // Buffers of 4 MiB and more (the body and results of a batch of 100,000 tasks) get pages
-        // of their own, returned to the system when freed. glibc's default raises this threshold
-        // as large blocks are freed, after which such buffers stay in the heap and a few huge
-        // batches leave the process tens of MiB larger for good.
-        mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024)
+        HeapTrimmer.configure()
         var signals = sigset_t()
         sigemptyset(&signals)
         for signal in [SIGTERM, SIGINT, SIGUSR1] { sigaddset(&signals, signal) }

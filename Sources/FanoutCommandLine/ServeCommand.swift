@@ -73,6 +73,8 @@ struct ServeCommand: AsyncParsableCommand {
             logger.critical("cannot start", metadata: ["reason": "\(error)"])
             throw ExitCode.failure
         }
+        let heapTrimmer = HeapTrimmer.start()
+        defer { heapTrimmer.cancel() }
         try await application.run()
     }
 

@@ -45,6 +45,7 @@ body_of() { cat "$RESPONSES/$1.body"; }
 header_of() { grep -i "^$2:" "$RESPONSES/$1.headers" | head -1 | cut -d' ' -f2- | tr -d '\r'; }
 jq_of() { jq -r "$2" "$RESPONSES/$1.body"; }
 fd_count() { ls "/proc/$FANOUT_PID/fd" | wc -l; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$FANOUT_PID/status"; }
 
 start_stack() { # start_stack KEEP_CONN [NAME=VALUE for Fanout...]
     local keep=$1
@@ -182,6 +183,21 @@ curl -s -o "$RESPONSES/large.body" -w '%{http_code}' -H 'Content-Type: applicati
     --data-binary "@$RUN_DIR/large.json" "$BASE/batch" >"$RESPONSES/large.status"
 check "a $(($(stat -c %s "$RUN_DIR/large.json") / 1024)) KiB batch of 4000 tasks succeeds in order" \
     [ "$(status_of large)" = 200 -a "$(jq -r '[.summary.succeeded, .results[3999].id, .results[3999].output.n] | join(",")' "$RESPONSES/large.body")" = "4000,t3999,3999" ]
+
+# The heap keeps what large batches free, for the next one, and gives it back within seconds
+# of the last (HeapTrimmer): a burst of the largest batches leaves no lasting growth.
+python3 -c '
+import json
+print(json.dumps({"tasks": [{"id": "t%d" % i, "op": "echo", "input": {"n": i}} for i in range(100000)]}))' >"$RUN_DIR/largest.json"
+RSS_BEFORE=$(rss_kib)
+for _ in 1 2 3 4 5; do
+    curl -s -o /dev/null -H 'Content-Type: application/json' --data-binary "@$RUN_DIR/largest.json" "$BASE/batch"
+done
+RSS_BURST=$(rss_kib)
+sleep 7
+RSS_LATER=$(rss_kib)
+check "five batches of 100,000 tasks: the heap given back within 7 s (KiB: before $RSS_BEFORE, after $RSS_BURST, 7 s later $RSS_LATER)" \
+    [ "$RSS_LATER" -lt $((RSS_BEFORE + 20480)) ]
 
 # nginx's own 413 (beyond client_max_body_size) is a problem document too.
 head -c 9000000 /dev/zero | tr '\0' ' ' >"$RUN_DIR/huge.json"
