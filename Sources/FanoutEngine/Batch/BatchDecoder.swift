@@ -556,16 +556,10 @@ public struct BatchDecoder: Sendable {
 
     /// Whether `bytes` holds the same bytes at `one` as at `other`.
     private static func sameBytes(_ bytes: [UInt8], _ one: Range<Int>, _ other: Range<Int>) -> Bool {
-        // A plain loop: operation names are a few bytes, and `elementsEqual` costs more than
-        // comparing them.
-        guard one.count == other.count else { return false }
-        return bytes.withUnsafeBufferPointer { bytes in
-            var offset = 0
-            while offset < one.count, bytes[one.lowerBound &+ offset] == bytes[other.lowerBound &+ offset] {
-                offset &+= 1
+        one.count == other.count
+            && bytes.withUnsafeBufferPointer {
+                UnsafeBufferPointer(rebasing: $0[one]).elementsEqual(UnsafeBufferPointer(rebasing: $0[other]))
             }
-            return offset == one.count
-        }
     }
 
     /// The operation called `name`, noted in `reading`; `nil` when there is none.
