@@ -87,8 +87,8 @@ struct SplitRunTests {
             #expect(result.jsonBytes(splittingFrom: 1) == whole)
             #expect(result.jsonBytes() == whole)
         }
-        // Outputs of very different sizes, so that the first half's stretch has room to spare
-        // and the second's is moved down.
+        // Read as text where the halves meet and at both ends: outputs of different lengths, so
+        // that a byte lost or doubled where the second half was moved down shows.
         let json = SplitDecodingTests.body(300) { index in
             let input = index < 150 ? String(repeating: "7", count: 1 + index % 40) : "1"
             return #"{"id":"t\#(index)","op":"echo","input":\#(input)}"#
@@ -98,5 +98,8 @@ struct SplitRunTests {
         let text = String(decoding: result.jsonBytes(splittingFrom: 1), as: UTF8.self)
         #expect(text.hasPrefix(#"{"status":"succeeded","results":[{"id":"t0","status":"succeeded","output":7,"#))
         #expect(text.contains(#"{"id":"t299","status":"succeeded","output":1,"duration_ms":"#))
+        // Task 149 ends the first half (an output of thirty 7s), task 150 begins the second.
+        #expect(text.contains(#"{"id":"t149","status":"succeeded","output":\#(String(repeating: "7", count: 30)),"#))
+        #expect(text.contains(#"},{"id":"t150","status":"succeeded","output":1,"#))
     }
 }

@@ -140,7 +140,8 @@ public struct BatchResult: Sendable {
         jsonBytes(splittingFrom: Self.splitBytes)
     }
 
-    /// ``jsonBytes()``, writing the results in two halves from `splitBytes` of them on.
+    /// ``jsonBytes()``, writing the results in two halves from `splitBytes` of them on (on any
+    /// machine: halves run one after the other where there is one core).
     func jsonBytes(splittingFrom splitBytes: Int) -> [UInt8] {
         let summary = summary
         var tail = JSONWriter(reservingCapacity: 160)
@@ -199,21 +200,21 @@ public struct BatchResult: Sendable {
     private func writeResults(
         around headBound: Int, head: (inout ByteCursor) -> Void, tail: [UInt8], splittingFrom splitBytes: Int
     ) -> [UInt8] {
+        // The most each half takes; written in one piece, the first takes it all.
+        var split = statuses.count / 2
         var firstBound = 0
         var secondBound = 0
-        var split = statuses.count
         for index in statuses.indices {
-            firstBound += 1 + Self.resultBound(idBound: ids.jsonBound(at: index), outputCount: outputs.byteCount(at: index))
-        }
-        if TwoThreads.areAvailable, statuses.count >= 2, firstBound >= splitBytes {
-            split = statuses.count / 2
-            for index in split..<statuses.count {
-                secondBound += 1 + Self.resultBound(idBound: ids.jsonBound(at: index), outputCount: outputs.byteCount(at: index))
-            }
-            firstBound -= secondBound
+            let bound = 1 + Self.resultBound(idBound: ids.jsonBound(at: index), outputCount: outputs.byteCount(at: index))
+            if index < split { firstBound += bound } else { secondBound += bound }
         }
         for (index, error) in errors {
             if index < split { firstBound += error.jsonBound } else { secondBound += error.jsonBound }
+        }
+        if statuses.count < 2 || firstBound + secondBound < splitBytes {
+            split = statuses.count
+            firstBound += secondBound
+            secondBound = 0
         }
         let bound = headBound + 2 + tail.count + firstBound + secondBound
         return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
@@ -267,9 +268,9 @@ public struct BatchResult: Sendable {
     }
 
     /// From how many bytes of results on (at most; some 3,000 small results) they are written
-    /// in two halves at once: below, waking the second thread (tens of microseconds) would cost
-    /// about as much as it saves.
-    static let splitBytes = 256 * 1024
+    /// in two halves at once, on a machine with more than one core: below, waking the second
+    /// thread (tens of microseconds) would cost about as much as it saves.
+    static let splitBytes = TwoThreads.areAvailable ? 256 * 1024 : .max
 
     /// Writes the `summary` object.
     private func writeSummary(_ summary: Summary, to writer: inout JSONWriter) {

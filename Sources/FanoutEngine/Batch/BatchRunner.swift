@@ -83,11 +83,13 @@ public enum BatchRunner {
         runAtOnce(batch, splitTasks: splitTasks)
     }
 
-    /// From how many tasks on a batch that runs at once is run in two halves at once: below,
-    /// waking the second thread (tens of microseconds) would cost about as much as it saves.
-    static let splitTasks = 2048
+    /// From how many tasks on a batch that runs at once is run in two halves at once, on a
+    /// machine with more than one core: below, waking the second thread (tens of microseconds)
+    /// would cost about as much as it saves.
+    static let splitTasks = TwoThreads.areAvailable ? 2048 : .max
 
-    /// ``runAtOnce(_:)``, splitting a batch of `splitTasks` tasks or more.
+    /// ``runAtOnce(_:)``, splitting a batch of `splitTasks` tasks or more (on any machine:
+    /// halves run one after the other where there is one core).
     ///
     /// A long batch whose tasks are independent (no dependencies, and `on_error` `continue`, so
     /// no task's end changes whether another runs) runs in two halves at once (see
@@ -98,8 +100,7 @@ public enum BatchRunner {
         let clock = ContinuousClock()
         let start = clock.now
         let count = batch.tasks.count
-        guard TwoThreads.areAvailable, count >= max(splitTasks, 2), !batch.hasDependencies, batch.errorPolicy == .continue
-        else {
+        guard count >= max(splitTasks, 2), !batch.hasDependencies, batch.errorPolicy == .continue else {
             var execution = BatchExecution(batch: batch, start: start, clock: clock, inbox: BatchInbox())
             execution.runReadyTasksAtOnce()
             return execution.finish(duration: clock.now - start)
@@ -445,7 +446,7 @@ struct BatchExecution {
         }
         // The other's body, if a copy, holds the same bytes at the same places as this one's.
         outputs.take(range, from: other.outputs)
-        for (index, error) in other.errors where range.contains(index) { errors[index] = error }
+        errors.merge(other.errors) { _, theirs in theirs }
         resolved += other.resolved
         if stopReason == nil { stopReason = other.stopReason }
     }

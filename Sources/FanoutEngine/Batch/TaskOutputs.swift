@@ -46,13 +46,10 @@ struct TaskOutputs: Sendable {
     mutating func take(_ range: Range<Int>, from other: TaskOutputs) {
         precondition(other.body.count == body.count && other.spans.count == spans.count)
         spans.replaceSubrange(range, with: other.spans[range])
-        guard !other.others.isEmpty || !others.isEmpty else { return }
+        // This one never set the outputs in `range`: only the other's can be there.
+        guard !other.others.isEmpty else { return }
         if others.isEmpty { others = Array(repeating: nil, count: spans.count) }
-        if other.others.isEmpty {
-            for index in range { others[index] = nil }
-        } else {
-            others.replaceSubrange(range, with: other.others[range])
-        }
+        others.replaceSubrange(range, with: other.others[range])
     }
 
     /// Where `output` lies in the body, if it does: memory the body holds is the body's.

@@ -5,10 +5,10 @@ import Dispatch
 #endif
 
 /// Runs two pieces of work at once, one on the calling thread and one on another, and returns
-/// when both are done: for the halves of a large batch's decoding, which are pure computation
-/// (no waiting), so the calling thread, an event loop or a job runner, is only held for as long
-/// as it would have been busy anyway. Dispatch wakes its other thread in some 20 to 40 µs here,
-/// which is why only large batches are split.
+/// when both are done: for the halves of a large batch's decoding, running and answer, which
+/// are pure computation (no waiting), so the calling thread, an event loop or a job runner, is
+/// only held for as long as it would have been busy anyway. Dispatch wakes its other thread in
+/// some 20 to 40 µs here, which is why only large batches are split.
 enum TwoThreads {
     /// Whether the machine has a second core to run the other half on.
     static let areAvailable = sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1
