@@ -24,13 +24,20 @@ final class ConnectionLoop: @unchecked Sendable {
         case idle
     }
 
-    private struct Entry {
+    /// A class, changed in place: changing a field of a struct through the dictionary
+    /// (`entries[token]?.phase = …`) allocated a coroutine frame each time, five times a request.
+    private final class Entry {
         let connection: FastCGIConnection
         var phase: Phase
         var task: Task<Void, Never>?
         /// Set when the connection reported a hang-up (or stray input) while its request was
         /// handled: it no longer reports events, and it closes once the handler ends.
         var silenced = false
+
+        init(connection: FastCGIConnection, phase: Phase) {
+            self.connection = connection
+            self.phase = phase
+        }
     }
 
     /// What a connection is registered for, once, from accept to close: readable (the next
@@ -101,16 +108,16 @@ final class ConnectionLoop: @unchecked Sendable {
         switch entry.phase {
         case .idle:
             // The next request on a kept connection, or nginx closing it.
-            entries[token]?.phase = .reading
+            entry.phase = .reading
             shared.activeRequests.add(1, ordering: .relaxed)
-            readRequest(token, entry.connection)
+            readRequest(token, entry)
         case .handling:
             // nginx closes the connection when its client goes away (it sends nothing else while
             // a request is handled). The hang-up stays readable, and epoll reports a hang-up
             // whatever a registration asks for: unregister, once.
             entry.task?.cancel()
             guard !entry.silenced else { return }
-            entries[token]?.silenced = true
+            entry.silenced = true
             loop.epoll.remove(entry.connection.fileDescriptor)
         case .reading, .writing:
             break
@@ -146,10 +153,10 @@ final class ConnectionLoop: @unchecked Sendable {
             shared.activeRequests.add(1, ordering: .relaxed)
             let token = nextToken
             nextToken += 1
-            let connection = FastCGIConnection(fileDescriptor: fd)
-            entries[token] = Entry(connection: connection, phase: .reading)
+            let entry = Entry(connection: FastCGIConnection(fileDescriptor: fd), phase: .reading)
+            entries[token] = entry
             loop.epoll.add(fd, events: Self.connectionEvents, token: token)
-            readRequest(token, connection)
+            readRequest(token, entry)
         }
     }
 
@@ -164,31 +171,31 @@ final class ConnectionLoop: @unchecked Sendable {
         }
     }
 
-    private func readRequest(_ token: UInt64, _ connection: FastCGIConnection) {
-        switch connection.readRequest(maximumBodyBytes: shared.configuration.maximumBodyBytes) {
+    private func readRequest(_ token: UInt64, _ entry: Entry) {
+        switch entry.connection.readRequest(maximumBodyBytes: shared.configuration.maximumBodyBytes) {
         case .closed:
             remove(token)
         case .request(let parameters, let body, let bodyTooLarge):
             let request = FastCGIRequest(
                 parameters: parameters, body: body, bodyTooLarge: bodyTooLarge, receivedAt: .now)
-            entries[token]?.phase = .handling
+            entry.phase = .handling
             switch shared.handler.answer(request) {
             case .response(let response) where response.stream == nil:
-                finish(token, response)
+                write(token, entry, response)
             case .response(let response):
                 // A streamed body is written from a task, like any work that waits.
-                startTask(token) { response }
+                startTask(token, entry) { response }
             case .task(let work):
-                startTask(token, work)
+                startTask(token, entry, work)
             }
         }
     }
 
     /// Runs `work` in a task that prefers this loop, then writes its response.
-    private func startTask(_ token: UInt64, _ work: @escaping @Sendable () async -> FastCGIResponse) {
+    private func startTask(_ token: UInt64, _ entry: Entry, _ work: @escaping @Sendable () async -> FastCGIResponse) {
         // The task's first job is queued on this loop and runs after this event is handled,
         // so its handle is stored before it can finish.
-        entries[token]?.task = Task(executorPreference: loop) {
+        entry.task = Task(executorPreference: loop) {
             let response = await work()
             if let stream = response.stream {
                 await self.stream(token, head: response.head(), stream)
@@ -205,10 +212,14 @@ final class ConnectionLoop: @unchecked Sendable {
             loop.execute { self.finish(token, response) }
             return
         }
-        guard let connection = entries[token]?.connection else { return }
-        entries[token]?.phase = .writing
-        entries[token]?.task = nil
-        completed(token, keptOpen: connection.respond(head: response.head(), body: response.body))
+        guard let entry = entries[token] else { return }
+        write(token, entry, response)
+    }
+
+    private func write(_ token: UInt64, _ entry: Entry, _ response: FastCGIResponse) {
+        entry.phase = .writing
+        entry.task = nil
+        completed(token, entry, keptOpen: entry.connection.respond(head: response.head(), body: response.body))
     }
 
     /// Writes a streamed response: the head, then whatever `body` writes, each piece flushed.
@@ -233,9 +244,9 @@ final class ConnectionLoop: @unchecked Sendable {
         let healthy = writer.isHealthy
         await onLoop {
             guard let entry = self.entries[token] else { return }
-            self.entries[token]?.phase = .writing
-            self.entries[token]?.task = nil
-            self.completed(token, keptOpen: entry.connection.endStream(healthy: healthy))
+            entry.phase = .writing
+            entry.task = nil
+            self.completed(token, entry, keptOpen: entry.connection.endStream(healthy: healthy))
         }
     }
 
@@ -249,10 +260,9 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     /// Ends a request's bookkeeping once its response is written.
-    private func completed(_ token: UInt64, keptOpen: Bool) {
-        guard let entry = entries[token] else { return }
+    private func completed(_ token: UInt64, _ entry: Entry, keptOpen: Bool) {
         if keptOpen, !entry.silenced {
-            entries[token]?.phase = .idle
+            entry.phase = .idle
             shared.activeRequests.subtract(1, ordering: .relaxed)
         } else {
             remove(token)

@@ -52,7 +52,8 @@ public struct FastCGIParameters: Sendable {
     /// The value of the parameter `name`, or `nil`; setting replaces it (or adds it), setting
     /// `nil` removes it.
     public subscript(name: String) -> String? {
-        get { index(of: name).map(value(at:)) }
+        // A closure, not `map(value(at:))`: a method reference boxes a copy of `self` on the heap.
+        get { index(of: name).map { value(at: $0) } }
         set {
             if let existing = index(of: name) { fields.remove(at: existing) }
             guard let newValue else { return }
@@ -82,7 +83,7 @@ public struct FastCGIParameters: Sendable {
                 }
                 return true
             }
-        }.map(value(at:))
+        }.map { value(at: $0) }
     }
 
     /// The field named exactly `name`.
