@@ -1,3 +1,5 @@
+import FanoutEngine
+import FanoutService
 import Logging
 import NIOConcurrencyHelpers
 
@@ -17,10 +19,12 @@ import NIOConcurrencyHelpers
 /// so lines from different threads never interleave and no lock is needed.
 ///
 /// On an event loop, `info` and `debug` lines (a line per request) gather in the thread's buffer
-/// and go out together when the loop runs out of work or the next line would take them past
-/// 4 KiB (see ``flushThreadBuffer()``): a `write` per request was one of the five
-/// system calls a small request made. 4 KiB is what a pipe writes whole, so lines from two loops still never
-/// interleave. Lines above `info` go at once, after what the thread had gathered, so order holds.
+/// and go out together when the next line would take them past 4 KiB, or once the loop runs out
+/// of work with lines ``idleFlushDelay`` old (see ``flushThreadBuffer()``): a `write` per request
+/// was one of the five system calls a small request made, and a `write` each time a busy loop ran
+/// out of work was still one for every three requests. 4 KiB is what a pipe writes whole, so lines
+/// from two loops still never interleave. Lines above `info` go at once, after what the thread had
+/// gathered, so order holds.
 public struct StderrLogHandler: LogHandler {
     /// How lines are written.
     public enum Format: String, Sendable {
@@ -66,30 +70,66 @@ public struct StderrLogHandler: LogHandler {
         if label != "fanout" { line.member("logger", label) }
         // In the order the dictionary holds them: the same for the same keys, and sorting them
         // was a tenth of the line's cost.
-        for (key, value) in merged {
-            switch value {
-            case .string(let text): line.member(key, text)
-            case .stringConvertible(let convertible): line.member(key, convertible.description)
-            default: line.member(key, value.description)
-            }
-        }
+        line.members(merged)
+        emit(&line, urgent: event.level > .info)
+    }
+
+    /// Writes a request's line as ``log(event:)`` writes `logger.info("request", metadata:)`
+    /// with ``RequestLogRecord/metadata``, its members in that order, from the record's fields:
+    /// for `FanoutService.Configuration.requestLog`. Building and reading a dictionary for every
+    /// request was most of the line's cost.
+    public func logRequest(_ record: RequestLogRecord) {
+        guard logLevel <= .info else { return }
+        var line = LineWriter(json: format == .json)
+        Self.timestamp(into: &line)
+        line.member("level", "info")
+        line.member("msg", "request")
+        if label != "fanout" { line.member("logger", label) }
+        line.member("method", record.method)
+        line.member("path", record.path)
+        line.member("status", integer: record.status)
+        line.member("tasks", integer: record.tasks)
+        line.member("duration_ms", number: { $0.milliseconds(record.duration) })
+        line.member("request_id", record.requestID)
+        if record.streamed { line.member("streamed", "true") }
+        line.members(metadata)
+        emit(&line, urgent: false)
+    }
+
+    private func emit(_ line: inout LineWriter, urgent: Bool) {
         if let write {
             write(line.finish())
         } else {
-            ThreadState.current.emit(line.finish(), urgent: event.level > .info)
+            ThreadState.current.emit(line.finish(), urgent: urgent)
         }
     }
 
-    /// Writes the calling thread's gathered lines now, and from then on lets its `info` and
-    /// `debug` lines gather until the next call.
+    /// How long gathered lines wait at most once their thread is idle.
+    public static let idleFlushDelay = Duration.milliseconds(50)
+
+    /// Writes the calling thread's gathered lines once the oldest has waited ``idleFlushDelay``,
+    /// and from then on lets its `info` and `debug` lines gather. Returns how soon to call again
+    /// for the lines still waiting, `nil` when none are.
     ///
-    /// For threads that call it every time they run out of work: the FastCGI event loops (see
-    /// `FastCGIServer.Configuration.whenIdle`). Other threads write every line at once. A thread's
-    /// remaining lines are written when it exits.
-    public static func flushThreadBuffer() {
+    /// For threads that call it every time they run out of work and then wait no longer than it
+    /// says: the FastCGI event loops (see `FastCGIServer.Configuration.whenIdle`). Other threads
+    /// write every line at once. A thread's remaining lines are written when it exits.
+    public static func flushThreadBuffer() -> Duration? {
         let state = ThreadState.current
         state.buffers = true
-        state.flush()
+        guard !state.pending.isEmpty else { return nil }
+        let waited = Duration.nanoseconds(monotonicNanoseconds() - state.pendingSince)
+        guard waited < idleFlushDelay else {
+            state.flush()
+            return nil
+        }
+        return idleFlushDelay - waited
+    }
+
+    private static func monotonicNanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
     }
 
     /// One line being written: `key=value …` (logfmt) or `{"key":"value",…}` (JSON), then a newline.
@@ -130,6 +170,29 @@ public struct StderrLogHandler: LogHandler {
                 bytes.append(contentsOf: key.utf8)
                 bytes.append(UInt8(ascii: "="))
                 if Self.needsQuotes(value) { quoted(value) } else { bytes.append(contentsOf: value.utf8) }
+            }
+        }
+
+        mutating func member(_ key: String, integer value: Int) {
+            member(key, number: { $0.integer(value) })
+        }
+
+        /// A member whose value `body` writes as a number (at most ``ByteCursor/numberBound`` bytes).
+        mutating func member(_ key: String, number body: (inout ByteCursor) -> Void) {
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: ByteCursor.numberBound + 4) { buffer in
+                var cursor = ByteCursor(buffer)
+                body(&cursor)
+                plainMember(key, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buffer[..<cursor.count])))
+            }
+        }
+
+        mutating func members(_ metadata: Logger.Metadata) {
+            for (key, value) in metadata {
+                switch value {
+                case .string(let text): member(key, text)
+                case .stringConvertible(let convertible): member(key, convertible.description)
+                default: member(key, value.description)
+                }
             }
         }
 
@@ -213,6 +276,8 @@ public struct StderrLogHandler: LogHandler {
         /// Whether `info` and `debug` lines gather in `pending` (set by `flushThreadBuffer`).
         var buffers = false
         var pending: [UInt8] = []
+        /// When the first of `pending`'s lines was gathered (CLOCK_MONOTONIC, nanoseconds).
+        var pendingSince: Int64 = 0
 
         /// The most gathered in one write: PIPE_BUF, which a pipe writes whole, never interleaved
         /// with another thread's write.
@@ -221,7 +286,10 @@ public struct StderrLogHandler: LogHandler {
         func emit(_ line: [UInt8], urgent: Bool) {
             guard buffers else { return StderrLogHandler.writeToStderr(line) }
             if pending.count + line.count > Self.limit { flush() }
-            if pending.isEmpty { pending.reserveCapacity(Self.limit) }
+            if pending.isEmpty {
+                pending.reserveCapacity(Self.limit)
+                pendingSince = StderrLogHandler.monotonicNanoseconds()
+            }
             pending.append(contentsOf: line)
             if urgent || pending.count >= Self.limit { flush() }
         }

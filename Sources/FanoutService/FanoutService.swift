@@ -250,13 +250,11 @@ public final class FanoutService: FastCGIHandler {
         metrics.requestAnswered(path: line.path, method: line.method, status: status, duration: elapsed)
         // Formatting the line is most of its cost: skipped when the level is off.
         guard logger.logLevel <= .info else { return }
-        var metadata: Logger.Metadata = [
-            "method": .string(line.method), "path": .string(line.path), "status": .string(String(status)),
-            "tasks": .string(String(line.taskCount)), "duration_ms": .string(Self.milliseconds(elapsed)),
-            "request_id": .string(line.id),
-        ]
-        if streamed { metadata["streamed"] = "true" }
-        logger.info("request", metadata: metadata)
+        let record = RequestLogRecord(
+            method: line.method, path: line.path, status: status, tasks: line.taskCount, duration: elapsed,
+            requestID: line.id, streamed: streamed)
+        if let requestLog = configuration.requestLog { return requestLog(record) }
+        logger.info("request", metadata: record.metadata)
     }
 
     private func route(_ request: FastCGIRequest, path: String, method: String, taskCount: inout Int) throws -> Routed {

@@ -38,16 +38,17 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
 
     /// Handles one epoll event (token, event bits); set once, before the thread starts.
     private var onEvent: (UInt64, UInt32) -> Void = { _, _ in }
-    /// Runs before each wait with nothing queued; set once, before the thread starts.
-    private var whenIdle: () -> Void = {}
+    /// Runs before each wait with nothing queued, and says how long that wait may last at most;
+    /// set once, before the thread starts.
+    private var whenIdle: () -> Duration? = { nil }
 
     init() throws(FastCGIServerError) {
         epoll = try Epoll()
     }
 
     /// Starts the thread; `onEvent` handles each socket event on it, `whenIdle` runs on it before
-    /// each wait that may block.
-    func start(name: String, whenIdle: @escaping () -> Void = {}, onEvent: @escaping (UInt64, UInt32) -> Void) {
+    /// each wait that may block and bounds that wait (`nil`: none).
+    func start(name: String, whenIdle: @escaping () -> Duration? = { nil }, onEvent: @escaping (UInt64, UInt32) -> Void) {
         self.onEvent = onEvent
         self.whenIdle = whenIdle
         thread = Self.spawn(name: name) { [unowned self] in run() }
@@ -115,8 +116,8 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
             let ranWork = !batch.isEmpty
             run(&batch)
             // Do not sleep while work may have been queued by what just ran.
-            if !ranWork { whenIdle() }
-            let count = epoll.wait(into: events, timeoutMilliseconds: ranWork ? 0 : -1)
+            let timeout = ranWork ? 0 : Self.milliseconds(whenIdle())
+            let count = epoll.wait(into: events, timeoutMilliseconds: timeout)
             for index in 0..<count {
                 let token = events[index].data.u64
                 if token == Epoll.wakeToken {
@@ -134,6 +135,14 @@ final class EventLoop: TaskExecutor, @unchecked Sendable {
                 run(&batch)
             }
         }
+    }
+
+    /// An epoll timeout: `nil` waits for ever (-1); anything else at least 1 ms, rounded up.
+    static func milliseconds(_ duration: Duration?) -> Int32 {
+        guard let duration else { return -1 }
+        let (seconds, attoseconds) = duration.components
+        guard seconds < Int64(Int32.max / 1000) else { return Int32.max }
+        return Int32(max(seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000, 1))
     }
 
     /// Runs and empties `batch`.

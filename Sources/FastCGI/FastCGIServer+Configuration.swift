@@ -32,8 +32,10 @@ extension FastCGIServer {
         /// The listen backlog for sockets the server creates.
         public var backlog: Int32 = 1024
         /// Called on an event loop's thread each time it is about to wait with nothing to do:
-        /// the moment to write out what the thread gathered while it was busy (log lines).
-        public var whenIdle: @Sendable () -> Void = {}
+        /// the moment to write out what the thread gathered while it was busy (log lines). It
+        /// returns how long the loop may wait before calling it again, or `nil` for as long as
+        /// no event comes.
+        public var whenIdle: @Sendable () -> Duration? = { nil }
 
         /// The default configuration.
         public init() {}

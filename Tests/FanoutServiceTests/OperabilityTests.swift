@@ -4,6 +4,7 @@ import FanoutService
 import FastCGI
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import Testing
 
 private let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -30,8 +31,63 @@ private func sample(_ exposition: String, _ series: String) -> Double? {
     return nil
 }
 
+/// Keeps the messages and metadata logged at `info` and above.
+private struct RecordingLogHandler: LogHandler {
+    let lines: NIOLockedValueBox<[(message: String, metadata: Logger.Metadata)]>
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        lines.withLockedValue { $0.append((event.message.description, event.metadata ?? [:])) }
+    }
+}
+
 @Suite("Metrics, request ids and trace context")
 struct OperabilityTests {
+    @Test("each request is logged once: through the request log when one is set, else through the logger")
+    func requestLogLines() async throws {
+        let batch = #"{"tasks":[{"id":"a","op":"echo","input":1},{"id":"b","op":"echo","input":2}]}"#
+        let logged = NIOLockedValueBox<[(message: String, metadata: Logger.Metadata)]>([])
+        let logger = Logger(label: "test") { _ in RecordingLogHandler(lines: logged) }
+
+        let plain = FanoutService(configuration: .init(), logger: logger)
+        _ = await plain.handle(request("POST", "/batch", body: batch, extra: ["REQUEST_ID": "req-1"]))
+        let line = try #require(logged.withLockedValue { $0 }.last)
+        #expect(line.message == "request")
+        #expect(line.metadata["request_id"] == "req-1")
+        #expect(line.metadata["tasks"] == "2")
+        #expect(line.metadata["status"] == "200")
+
+        let records = NIOLockedValueBox<[RequestLogRecord]>([])
+        var configuration = FanoutService.Configuration()
+        configuration.requestLog = { record in records.withLockedValue { $0.append(record) } }
+        let direct = FanoutService(configuration: configuration, logger: logger)
+        let before = logged.withLockedValue { $0.count }
+        _ = await direct.handle(request("POST", "/batch", body: batch, extra: ["REQUEST_ID": "req-2"]))
+        _ = await direct.handle(request("GET", "/nowhere", extra: ["REQUEST_ID": "req-3"]))
+        #expect(logged.withLockedValue { $0.count } == before)
+        let written = records.withLockedValue { $0 }
+        #expect(written.map(\.requestID) == ["req-2", "req-3"])
+        #expect(written.map(\.status) == [200, 404])
+        #expect(written.map(\.tasks) == [2, 0])
+        #expect(written.map(\.path) == ["/batch", "/nowhere"])
+        #expect(written.map(\.method) == ["POST", "GET"])
+        #expect(written.allSatisfy { !$0.streamed && $0.duration >= .zero })
+        #expect(written[0].metadata["request_id"] == "req-2")
+
+        // Not called when the logger's level is above info.
+        var quietLogger = logger
+        quietLogger.logLevel = .notice
+        let quiet = FanoutService(configuration: configuration, logger: quietLogger)
+        _ = await quiet.handle(request("GET", "/healthz"))
+        #expect(records.withLockedValue { $0.count } == 2)
+    }
+
     @Test("GET /metrics counts requests by route template, method and status, and tasks by operation")
     func metricsCountWhatHappened() async {
         let service = FanoutService(configuration: .init(), logger: quiet)
