@@ -54,6 +54,20 @@ struct BatchValidationTests {
         #expect(found.contains { $0.field == field && $0.message.contains(fragment) }, "issues were \(found)")
     }
 
+    @Test("a batch field given twice is reported once, at its second appearance; an unknown one first as unknown")
+    func repeatedBatchFields() {
+        let found = issues(
+            for: #"{"tasks": [{"id": "a", "op": "echo"}], "concurrency": 2, "extra": 1, "on_error": "stop", "#
+                + #""concurrency": 3, "extra": 2, "timeout_ms": 5, "on_error": "stop", "timeout_ms": 6, "tasks": [], "other": 1}"#)
+        let described = found.map { "\($0.field): \($0.message)" }
+        #expect(
+            described == [
+                "extra: is not a batch field", "concurrency: appears more than once", "extra: appears more than once",
+                "on_error: appears more than once", "timeout_ms: appears more than once",
+                "tasks: appears more than once", "other: is not a batch field",
+            ], "issues were \(described)")
+    }
+
     @Test("each task's operation is its own, when it repeats the previous one's name or nearly")
     func operationNamesCompared() throws {
         let names = ["echo", "echo", #"ech\u006f"#, "wrap", "wrap", "echo", "spin", "echo"]

@@ -112,13 +112,25 @@ public struct BatchDecoder: Sendable {
         var concurrency = limits.maximumConcurrency
         var timeoutMilliseconds = limits.maximumBatchTimeoutMilliseconds
         var errorPolicy = ErrorPolicy.continue
-        var seenKeys = Set<String>()
+        // The batch's own fields as bits: a set of strings was an allocation for every batch.
+        var seenFields: UInt8 = 0
+        var seenOtherKeys = Set<String>()
 
         try scanner.beginObject()
         var first = true
         while let key = try scanner.nextKey(first: first) {
             first = false
-            guard seenKeys.insert(key).inserted else {
+            let field: UInt8 =
+                switch key {
+                case "tasks": 1
+                case "concurrency": 2
+                case "timeout_ms": 4
+                case "on_error": 8
+                default: 0
+                }
+            let isFirst = field == 0 ? seenOtherKeys.insert(key).inserted : seenFields & field == 0
+            seenFields |= field
+            guard isFirst else {
                 issues.append(ValidationIssue(task: nil, field: key, message: "appears more than once"))
                 _ = try scanner.skipValue()
                 continue

@@ -101,17 +101,17 @@ public enum BatchRunner {
         let start = clock.now
         let count = batch.tasks.count
         guard count >= max(splitTasks, 2), !batch.hasDependencies, batch.errorPolicy == .continue else {
-            var execution = BatchExecution(batch: batch, start: start, clock: clock, inbox: BatchInbox())
+            var execution = BatchExecution(batch: batch, start: start, clock: clock, inbox: nil)
             execution.runReadyTasksAtOnce()
             return execution.finish(duration: clock.now - start)
         }
         let split = count / 2
-        var first = BatchExecution(batch: batch, start: start, clock: clock, inbox: BatchInbox(), tasks: 0..<split)
+        var first = BatchExecution(batch: batch, start: start, clock: clock, inbox: nil, tasks: 0..<split)
         // The second half reads its inputs from a copy of the body: both threads retaining and
         // releasing one array's reference count, for every input and output, would make each
         // half slower than the whole batch on one thread (as in decoding, see `BatchDecoder`).
         var second = BatchExecution(
-            batch: batch, start: start, clock: clock, inbox: BatchInbox(), tasks: split..<count,
+            batch: batch, start: start, clock: clock, inbox: nil, tasks: split..<count,
             body: batch.body.withUnsafeBufferPointer { Array($0) })
         // Each half changes only its own execution.
         TwoThreads.run {
@@ -202,7 +202,9 @@ struct BatchExecution {
     private let body: [UInt8]
     private let clock: ContinuousClock
     private let deadline: ContinuousClock.Instant
-    private let inbox: BatchInbox
+    /// Where the events of tasks that wait arrive; `nil` for a batch that runs at once, which
+    /// has none (an inbox was two allocations, a tenth of a one-task batch's).
+    private let inbox: BatchInbox?
     /// Each task's result, by field (see ``BatchResult``); a slot is meaningful once
     /// `isResolved` says so.
     private var statuses: [TaskStatus]
@@ -212,7 +214,7 @@ struct BatchExecution {
     private var durations: [Int64]
     private var isResolved: [Bool]
     private var unresolvedDependencies: [Int]
-    private var ready: [Int]
+    private var ready: ReadyTasks
     private var readyHead = 0
     private var running: [Int: Running] = [:]
     private var resolved = 0
@@ -224,7 +226,7 @@ struct BatchExecution {
     /// An execution of `batch`, or, with `tasks`, of those tasks alone in a batch without
     /// dependencies, reading inputs from `body` (the batch's own by default, or a copy of it).
     init(
-        batch: Batch, start: ContinuousClock.Instant, clock: ContinuousClock, inbox: BatchInbox,
+        batch: Batch, start: ContinuousClock.Instant, clock: ContinuousClock, inbox: BatchInbox?,
         reportsResults: Bool = false, tasks: Range<Int>? = nil, body: [UInt8]? = nil
     ) {
         precondition(tasks == nil || !batch.hasDependencies, "only independent tasks run apart from the others")
@@ -242,11 +244,11 @@ struct BatchExecution {
         if batch.hasDependencies {
             let counts = batch.tasks.map { $0.dependencies.count }
             unresolvedDependencies = counts
-            ready = counts.indices.filter { counts[$0] == 0 }
+            ready = ReadyTasks(counts.indices.filter { counts[$0] == 0 })
         } else {
             // Every task is ready, in request order, without a look at any.
             unresolvedDependencies = []
-            ready = Array(tasks ?? batch.tasks.indices)
+            ready = ReadyTasks(tasks ?? batch.tasks.indices)
         }
     }
 
@@ -408,7 +410,7 @@ struct BatchExecution {
 
     private mutating func start(_ index: Int, _ work: PreparedTask, spawn: Spawn) {
         let clock = clock
-        let inbox = inbox
+        guard let inbox else { preconditionFailure("a batch whose tasks wait runs with an inbox") }
         let started = clock.now
         // A timeout that cannot come before the batch deadline needs no timer of its own: the
         // deadline stops the task (as batch_timeout) at the same moment. By default both are
@@ -571,5 +573,33 @@ struct BatchExecution {
 
     private static func batchTimeout(_ timeout: Duration) -> TaskError {
         TaskError(code: "batch_timeout", message: "the batch exceeded its \(TaskExecutor.describe(timeout)) deadline")
+    }
+}
+
+/// The tasks of a batch that have become ready, in that order: a range while every task is ready
+/// from the start (a batch without dependencies, which never adds any), else a list.
+struct ReadyTasks {
+    private let initial: Range<Int>
+    private var added: [Int] = []
+
+    /// The tasks of `initial`, ready now.
+    init(_ initial: Range<Int>) {
+        self.initial = initial
+    }
+
+    /// `tasks`, ready now.
+    init(_ tasks: [Int]) {
+        initial = 0..<0
+        added = tasks
+    }
+
+    var count: Int { initial.count + added.count }
+
+    subscript(position: Int) -> Int {
+        position < initial.count ? initial.lowerBound + position : added[position - initial.count]
+    }
+
+    mutating func append(_ task: Int) {
+        added.append(task)
     }
 }
