@@ -205,14 +205,11 @@ struct BatchExecution {
     /// Where the events of tasks that wait arrive; `nil` for a batch that runs at once, which
     /// has none (an inbox was two allocations, a tenth of a one-task batch's).
     private let inbox: BatchInbox?
-    /// Each task's result, by field (see ``BatchResult``); a slot is meaningful once
-    /// `isResolved` says so.
-    private var statuses: [TaskStatus]
+    /// Each task's result, by field (see ``BatchResult``); a record's status and duration are
+    /// meaningful once it is resolved.
+    private var records: [TaskRecord]
     private var outputs: TaskOutputs
     private var errors: [Int: TaskError] = [:]
-    /// In nanoseconds.
-    private var durations: [Int64]
-    private var isResolved: [Bool]
     private var unresolvedDependencies: [Int]
     private var ready: ReadyTasks
     private var readyHead = 0
@@ -237,10 +234,8 @@ struct BatchExecution {
         self.inbox = inbox
         deadline = start + batch.timeout
         let count = batch.tasks.count
-        statuses = Array(repeating: .cancelled, count: count)
+        records = Array(repeating: TaskRecord(), count: count)
         outputs = TaskOutputs(count: count, body: self.body)
-        durations = Array(repeating: 0, count: count)
-        isResolved = Array(repeating: false, count: count)
         if batch.hasDependencies {
             let counts = batch.tasks.map { $0.dependencies.count }
             unresolvedDependencies = counts
@@ -254,7 +249,7 @@ struct BatchExecution {
 
     /// True once no further event can change a result.
     var isFinished: Bool {
-        resolved == statuses.count || stopReason != nil || (running.isEmpty && readyHead == ready.count)
+        resolved == records.count || stopReason != nil || (running.isEmpty && readyHead == ready.count)
     }
 
     /// Starts ready tasks: instant ones inline, others up to the concurrency limit, without a task
@@ -319,7 +314,7 @@ struct BatchExecution {
             let now = Ticks.now()
             let share = (now - previousEnd) / Int64(count)
             for position in groupHead..<execution.readyHead {
-                execution.durations[execution.ready[position]] = share
+                execution.records[execution.ready[position]].nanoseconds = share
             }
             previousEnd = now
             groupHead = execution.readyHead
@@ -441,10 +436,8 @@ struct BatchExecution {
     /// Takes the results of the tasks in `range` from `other`, an execution of the same batch
     /// that ran those tasks (and only those) while this one ran others.
     mutating func take(_ range: Range<Int>, from other: BatchExecution) {
-        for index in range where other.isResolved[index] {
-            statuses[index] = other.statuses[index]
-            durations[index] = other.durations[index]
-            isResolved[index] = true
+        for index in range where other.records[index].isResolved {
+            records[index] = other.records[index]
         }
         // The other's body, if a copy, holds the same bytes at the same places as this one's.
         outputs.take(range, from: other.outputs)
@@ -518,7 +511,7 @@ struct BatchExecution {
         guard batch.hasDependencies else { return }
         for dependent in batch.dependents[index] {
             unresolvedDependencies[dependent] -= 1
-            if unresolvedDependencies[dependent] == 0, !isResolved[dependent] { ready.append(dependent) }
+            if unresolvedDependencies[dependent] == 0, !records[dependent].isResolved { ready.append(dependent) }
         }
     }
 
@@ -527,7 +520,7 @@ struct BatchExecution {
         var stack = [index]
         while let failed = stack.popLast() {
             let failedId = batch.ids[failed]
-            for dependent in batch.dependents(of: failed) where !isResolved[dependent] {
+            for dependent in batch.dependents(of: failed) where !records[dependent].isResolved {
                 let error = TaskError(
                     code: "dependency_failed", message: "dependency '\(failedId)' did not succeed")
                 resolve(dependent, .skipped, error: error, duration: .zero)
@@ -541,10 +534,8 @@ struct BatchExecution {
     }
 
     private mutating func resolve(_ index: Int, _ status: TaskStatus, error: TaskError? = nil, nanoseconds: Int64) {
-        statuses[index] = status
+        records[index] = TaskRecord(nanoseconds: nanoseconds, status: status, isResolved: true)
         if let error { errors[index] = error }
-        durations[index] = nanoseconds
-        isResolved[index] = true
         resolved += 1
         unreported?.append(index)
     }
@@ -555,20 +546,19 @@ struct BatchExecution {
         unreported = []
         return indices.map { index in
             TaskResult(
-                id: batch.ids[index], status: statuses[index], output: outputs[index], error: errors[index],
-                duration: .nanoseconds(durations[index]))
+                id: batch.ids[index], status: records[index].status, output: outputs[index],
+                error: errors[index], duration: .nanoseconds(records[index].nanoseconds))
         }
     }
 
     /// Reports every task that never finished as cancelled and builds the result.
     mutating func finish(duration: Duration) -> BatchResult {
         let reason = stopReason ?? TaskError(code: "cancelled", message: "the batch was cancelled")
-        for index in statuses.indices where !isResolved[index] {
+        for index in records.indices where !records[index].isResolved {
             resolve(index, .cancelled, error: reason, duration: .zero)
         }
         return BatchResult(
-            ids: batch.ids, statuses: statuses, outputs: outputs, errors: errors, durations: durations,
-            duration: duration)
+            ids: batch.ids, records: records, outputs: outputs, errors: errors, duration: duration)
     }
 
     private static func batchTimeout(_ timeout: Duration) -> TaskError {
