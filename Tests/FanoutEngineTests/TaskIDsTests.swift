@@ -59,6 +59,9 @@ struct TaskIDsTests {
         #expect(ids[299] == "task-49-with-a-longer-id")
         var fromTable: [(Int, Int)] = []
         let table = TaskIDLookup(ids) { fromTable.append(($0, $1)) }
+        var fromPairs: [(Int, Int)] = []
+        let pairwise = TaskIDLookup(ids, pairwiseLimit: 300) { fromPairs.append(($0, $1)) }
+        #expect(fromTable.map(\.0) == fromPairs.map(\.0) && fromTable.map(\.1) == fromPairs.map(\.1))
         var fromDictionary: [(Int, Int)] = []
         let dictionary = TaskIDLookup(ids, extraProbes: 0) { fromDictionary.append(($0, $1)) }
         #expect(!table.isDictionary && dictionary.isDictionary)
@@ -67,8 +70,28 @@ struct TaskIDsTests {
         #expect(fromTable.allSatisfy { $0.1 == $0.0 - 250 })
         for index in 0..<250 {
             let id = "task-\(index)-with-a-longer-id"
-            #expect(table[id] == index && dictionary[id] == index)
+            #expect(table[id] == index && dictionary[id] == index && pairwise[id] == index)
         }
         #expect(table["task-250-with-a-longer-id"] == nil && dictionary["task-1-with-a-longer"] == nil)
+        #expect(pairwise["task-250-with-a-longer-id"] == nil && pairwise["task-1-with-a-longer"] == nil)
+    }
+
+    @Test("a few ids, compared pairwise: duplicates reported in order against the first, lookups find the first")
+    func fewIds() throws {
+        for (names, duplicates) in [
+            (["a"], [(Int, Int)]()),
+            (["a", "b", "a", "c", "b", "a"], [(2, 0), (4, 1), (5, 0)]),
+            (["x", "x", "x", "x", "x", "x", "x", "x"], (1..<8).map { ($0, 0) }),
+        ] {
+            let tasks = names.map { #"{"id":"\#($0)","op":"echo"}"# }
+            let batchIssues = issues(#"{"tasks":[\#(tasks.joined(separator: ","))]}"#)
+            #expect(
+                batchIssues.map(\.message)
+                    == duplicates.map { "duplicate id '\(names[$0.0])' (also used by task \($0.1))" })
+        }
+        let linked = try decode(
+            #"{"tasks":[{"id":"a","op":"echo"},{"id":"b","op":"echo","depends_on":["a"]},{"id":"c","op":"echo"}]}"#)
+        #expect(linked.tasks[1].dependencies == [0])
+        #expect(issues(#"{"tasks":[{"id":"a","op":"echo","depends_on":["z"]}]}"#).map(\.message) == ["unknown task id 'z'"])
     }
 }

@@ -130,6 +130,9 @@ public struct TaskIDs: RandomAccessCollection, Sendable {
 /// who might find many that collide under such a hash; if the table ever probes more than a few
 /// times per id, it is dropped for a `Dictionary`, whose SipHash they cannot attack. So a batch
 /// of colliding ids costs at most what every batch cost before the table.
+///
+/// A few ids (up to ``pairwiseLimit``) are compared with each other instead, with no table: for
+/// a batch of one task, the table's allocation and hashing were a sixth of its decoding.
 struct TaskIDLookup {
     private let ids: TaskIDs
     /// Task positions plus one; 0 is an empty slot.
@@ -137,6 +140,11 @@ struct TaskIDLookup {
     private var mask = 0
     /// Set instead of `slots` after too many probes.
     private var dictionary: [Key: Int]?
+    /// Set when the ids are few enough to be compared one by one.
+    private var isPairwise = false
+
+    /// The most ids compared pairwise (at most 28 comparisons), without a table.
+    static let pairwiseLimit = 8
 
     /// Whether the table gave way to a dictionary.
     var isDictionary: Bool { dictionary != nil }
@@ -153,8 +161,21 @@ struct TaskIDLookup {
     /// - Parameter extraProbes: how many probes past the first per id, over all ids, before the
     ///   table gives way to a dictionary. At half full, a random hash averages half a probe more
     ///   per id; many colliding ids need many more.
-    init(_ ids: TaskIDs, extraProbes: Int? = nil, duplicate: (_ index: Int, _ previous: Int) -> Void) {
+    /// - Parameter pairwiseLimit: up to how many ids are compared pairwise (tests lower it).
+    init(
+        _ ids: TaskIDs, extraProbes: Int? = nil, pairwiseLimit: Int = TaskIDLookup.pairwiseLimit,
+        duplicate: (_ index: Int, _ previous: Int) -> Void
+    ) {
         self.ids = ids
+        guard ids.count > pairwiseLimit else {
+            isPairwise = true
+            for index in 0..<ids.count where ids.hasID(at: index) {
+                if let previous = ids.withUTF8(at: index, { firstIndex(of: $0, before: index) }) {
+                    duplicate(index, previous)
+                }
+            }
+            return
+        }
         let capacity = max(8, 1 << (Int.bitWidth - (2 * ids.count).leadingZeroBitCount))  // a power of 2 ≥ 2n
         guard capacity <= Int(Int32.max) else {
             self.dictionary = Self.dictionary(ids, duplicate: duplicate)
@@ -208,6 +229,7 @@ struct TaskIDLookup {
     subscript(id: String) -> Int? {
         var id = id
         return id.withUTF8 { id in
+            if isPairwise { return firstIndex(of: id, before: ids.count) }
             if let dictionary { return dictionary[Key(utf8: Array(id))] }
             var slot = Int(truncatingIfNeeded: Self.hash(id)) & mask
             while slots[slot] != 0 {
@@ -217,6 +239,11 @@ struct TaskIDLookup {
             }
             return nil
         }
+    }
+
+    /// The first task before `end` whose id is `id`, found by comparing them in turn.
+    private func firstIndex(of id: UnsafeBufferPointer<UInt8>, before end: Int) -> Int? {
+        (0..<end).first { ids.hasID(at: $0) && ids.withUTF8(at: $0, { $0.elementsEqual(id) }) }
     }
 
     /// Eight bytes at a time, multiplied and mixed (the finalizer of SplitMix64), from the seed.
