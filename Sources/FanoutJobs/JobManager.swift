@@ -334,7 +334,13 @@ public final class JobManager: Sendable {
             if free > 0 {
                 do {
                     let started = ContinuousClock.now
-                    let claims = try await store.claim(owner: owner, limit: free, now: Self.now())
+                    // From a task of its own, which shutdown's cancelling of this loop does not
+                    // reach: a claim cancelled after the store committed it left its jobs
+                    // `running` with no one here to run them, until recovery declared them
+                    // interrupted. Claimed whole, they start, and shutdown stops them as it does
+                    // the others.
+                    let (store, now) = (store, Self.now())
+                    let claims = try await Task { try await store.claim(owner: owner, limit: free, now: now) }.value
                     metrics.claimLatency.record(duration: ContinuousClock.now - started)
                     state.withLockedValue { state in
                         for claim in claims { start(claim, as: owner, in: &state) }
