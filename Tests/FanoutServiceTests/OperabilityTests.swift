@@ -81,10 +81,10 @@ struct OperabilityTests {
         #expect(written[0].metadata["request_id"] == "req-2")
 
         // Not called when the logger's level is above info.
-        var quietLogger = logger
-        quietLogger.logLevel = .notice
-        let quiet = FanoutService(configuration: configuration, logger: quietLogger)
-        _ = await quiet.handle(request("GET", "/healthz"))
+        var noticeLogger = logger
+        noticeLogger.logLevel = .notice
+        let atNotice = FanoutService(configuration: configuration, logger: noticeLogger)
+        _ = await atNotice.handle(request("GET", "/healthz"))
         #expect(records.withLockedValue { $0.count } == 2)
     }
 
