@@ -354,9 +354,11 @@ struct JobManagerTests {
             let manager = manager(store)
             manager.start()
             let sleeps = body(
-                #"{"tasks":[{"id":"fast","op":"sleep","input":{"ms":10}},{"id":"slow","op":"sleep","input":{"ms":400}}]}"#)
+                #"{"tasks":[{"id":"fast","op":"sleep","input":{"ms":10}},{"id":"slow","op":"sleep","input":{"ms":3000}}]}"#)
             let job = try #require(try await manager.submit(body: sleeps, taskCount: 2, idempotencyKey: nil).createdJob)
             // Progress is written while the job runs: the fast task's end shows before the slow one's.
+            // The slow task leaves about 3 s to see it: with 400 ms, one poll slowed by a loaded
+            // machine (tests run in parallel) could miss the window, about once in 20 runs.
             let midway = try await awaitJob(manager, job.id) { $0.progress.succeeded == 1 }
             #expect(midway.status == .running)
             let finished = try await awaitJob(manager, job.id) { $0.status.isFinished }
