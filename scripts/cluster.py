@@ -60,7 +60,10 @@ class Cluster:
         servers = "\n".join(f"server unix:{self.socket(i)} max_fails=0;" for i in range(len(self.environments)))
         pinned = "\n".join(f"""location /host{i}/ {{
                 rewrite ^/host{i}(/.*)$ $1 break;
-                include /etc/nginx/fastcgi_params;
+                fastcgi_param REQUEST_METHOD $request_method;
+                fastcgi_param DOCUMENT_URI $document_uri;
+                fastcgi_param CONTENT_TYPE $content_type;
+                fastcgi_param CONTENT_LENGTH $content_length;
                 fastcgi_pass unix:{self.socket(i)};
             }}""" for i in range(len(self.environments)))
         user = "user root;" if os.getuid() == 0 else ""
@@ -81,7 +84,10 @@ http {{
     server {{
         listen 127.0.0.1:{self.port};
         location / {{
-            include /etc/nginx/fastcgi_params;
+            fastcgi_param REQUEST_METHOD $request_method;
+            fastcgi_param DOCUMENT_URI $document_uri;
+            fastcgi_param CONTENT_TYPE $content_type;
+            fastcgi_param CONTENT_LENGTH $content_length;
             fastcgi_param REQUEST_ID $request_id;
             fastcgi_pass fanout;
             fastcgi_keep_conn on;

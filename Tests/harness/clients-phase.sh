@@ -75,7 +75,10 @@ http {
     server {
         listen 127.0.0.1:$KEYS_PORT;
         location / {
-            include /etc/nginx/fastcgi_params;
+            fastcgi_param REQUEST_METHOD \$request_method;
+            fastcgi_param DOCUMENT_URI \$document_uri;
+            fastcgi_param CONTENT_TYPE \$content_type;
+            fastcgi_param CONTENT_LENGTH \$content_length;
             include $RUN_DIR/nginx-keys/client-auth.conf;
             fastcgi_pass unix:$RUN_DIR/fanout.sock;
         }

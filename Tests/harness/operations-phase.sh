@@ -152,7 +152,6 @@ else
 fi
 PROD="$RUN_DIR/nginx-production"
 mkdir -p "$PROD"
-cp /etc/nginx/fastcgi_params "$PROD/"
 printf 'pid %s/nginx.pid;\nerror_log stderr;\nevents {}\nhttp {\n    include %s;\n}\n' "$PROD" \
     "$FANOUT_ROOT/nginx/fanout-production.conf" >"$PROD/nginx.conf"
 check "nginx/fanout-production.conf passes nginx -t" \
