@@ -166,6 +166,7 @@ class Stack:
             # connections, each of which pins one of its threads).
             values = {
                 "RUN_DIR": str(self.dir), "SOCKET": str(socket_path), "PORT": str(self.port),
+                "FANOUT_PARAMS": str(ROOT / "nginx" / "fanout_params"),
                 "KEEP_CONN": "on", "KEEPALIVE_LINE": "keepalive 32;",
                 "USER_LINE": "user root;" if os.getuid() == 0 else "",
                 "MAX_BODY_BYTES": "8388608", "READ_TIMEOUT": "75s", "CLIENT_MAP": "", "CLIENT_PARAMS": "",

@@ -6,10 +6,14 @@ balances over them, and /hostN/... reaches host N alone (the prefix stripped).
 import http.client
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
 import time
+
+# The FastCGI parameters Fanout reads, as every configuration of the project passes them.
+PARAMS = pathlib.Path(__file__).resolve().parent.parent / "nginx" / "fanout_params"
 
 
 def free_port() -> int:
@@ -60,10 +64,7 @@ class Cluster:
         servers = "\n".join(f"server unix:{self.socket(i)} max_fails=0;" for i in range(len(self.environments)))
         pinned = "\n".join(f"""location /host{i}/ {{
                 rewrite ^/host{i}(/.*)$ $1 break;
-                fastcgi_param REQUEST_METHOD $request_method;
-                fastcgi_param DOCUMENT_URI $document_uri;
-                fastcgi_param CONTENT_TYPE $content_type;
-                fastcgi_param CONTENT_LENGTH $content_length;
+                include {PARAMS};
                 fastcgi_pass unix:{self.socket(i)};
             }}""" for i in range(len(self.environments)))
         user = "user root;" if os.getuid() == 0 else ""
@@ -84,10 +85,7 @@ http {{
     server {{
         listen 127.0.0.1:{self.port};
         location / {{
-            fastcgi_param REQUEST_METHOD $request_method;
-            fastcgi_param DOCUMENT_URI $document_uri;
-            fastcgi_param CONTENT_TYPE $content_type;
-            fastcgi_param CONTENT_LENGTH $content_length;
+            include {PARAMS};
             fastcgi_param REQUEST_ID $request_id;
             fastcgi_pass fanout;
             fastcgi_keep_conn on;

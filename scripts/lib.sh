@@ -88,6 +88,7 @@ start_nginx() {
     # As root, nginx would run its worker as nobody, which cannot reach the socket.
     [ "$(id -u)" -ne 0 ] || user_line="user root;"
     sed -e "s|@RUN_DIR@|$run_dir|g" -e "s|@SOCKET@|$run_dir/fanout.sock|g" -e "s|@PORT@|$port|g" \
+        -e "s|@FANOUT_PARAMS@|$FANOUT_ROOT/nginx/fanout_params|g" \
         -e "s|@KEEP_CONN@|$keep_conn|g" -e "s|@KEEPALIVE_LINE@|$keepalive_line|g" \
         -e "s|@USER_LINE@|$user_line|g" -e "s|@MAX_BODY_BYTES@|$max_body|g" \
         -e "s|@READ_TIMEOUT@|${FANOUT_NGINX_READ_TIMEOUT:-75s}|g" \

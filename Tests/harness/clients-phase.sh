@@ -75,10 +75,7 @@ http {
     server {
         listen 127.0.0.1:$KEYS_PORT;
         location / {
-            fastcgi_param REQUEST_METHOD \$request_method;
-            fastcgi_param DOCUMENT_URI \$document_uri;
-            fastcgi_param CONTENT_TYPE \$content_type;
-            fastcgi_param CONTENT_LENGTH \$content_length;
+            include $FANOUT_ROOT/nginx/fanout_params;
             include $RUN_DIR/nginx-keys/client-auth.conf;
             fastcgi_pass unix:$RUN_DIR/fanout.sock;
         }

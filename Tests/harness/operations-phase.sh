@@ -152,6 +152,8 @@ else
 fi
 PROD="$RUN_DIR/nginx-production"
 mkdir -p "$PROD"
+# The configuration includes fanout_params from beside nginx.conf, as /etc/nginx/fanout_params.
+cp "$FANOUT_ROOT/nginx/fanout_params" "$PROD/"
 printf 'pid %s/nginx.pid;\nerror_log stderr;\nevents {}\nhttp {\n    include %s;\n}\n' "$PROD" \
     "$FANOUT_ROOT/nginx/fanout-production.conf" >"$PROD/nginx.conf"
 check "nginx/fanout-production.conf passes nginx -t" \
